@@ -1,0 +1,62 @@
+package freqd
+
+import (
+	"errors"
+	"fmt"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Sentinel errors. Wrap them with fmt.Errorf("...: %w", Err...) to add the
+// detail (which frequency, which partition); never match error strings.
+var (
+	// ErrNoFrequency means no free frequency: from a partition, that
+	// partition is full; from the cluster, the whole pool is held.
+	ErrNoFrequency = errors.New("freqd: no free frequency")
+	// ErrNotHeld means a release named a frequency that is free.
+	ErrNotHeld = errors.New("freqd: frequency is not held")
+	// ErrNotHolder means a release named a frequency held by another client.
+	ErrNotHolder = errors.New("freqd: frequency is held by another client")
+	// ErrAlreadyHeld means a specific allocation named a frequency already
+	// held by another client.
+	ErrAlreadyHeld = errors.New("freqd: frequency is already held")
+	// ErrOutOfRange means a frequency outside the pool (or, inside a node,
+	// outside the partition it was routed to).
+	ErrOutOfRange = errors.New("freqd: frequency outside the pool")
+	// ErrInvalidClientID means an empty, oversized or malformed client id.
+	ErrInvalidClientID = errors.New("freqd: invalid client id")
+	// ErrInvalidArgument means any other malformed request.
+	ErrInvalidArgument = errors.New("freqd: invalid argument")
+	// ErrUnavailable means the partition or node needed is not reachable or
+	// not serving now; the request was not applied.
+	ErrUnavailable = errors.New("freqd: unavailable")
+	// ErrNotOwner is node-to-node: the receiving node does not hold the
+	// partition (it moved, or has not arrived yet); the request was not
+	// applied and the caller should route again.
+	ErrNotOwner = errors.New("freqd: node does not hold the partition")
+	// ErrStaleEpoch is node-to-node: a partition transfer carried an epoch
+	// older than the one the receiver has.
+	ErrStaleEpoch = errors.New("freqd: stale partition epoch")
+)
+
+// MaxClientIDLen is the longest client id accepted, in bytes.
+const MaxClientIDLen = 256
+
+// ValidateClientID checks that id is 1..MaxClientIDLen bytes of UTF-8 with
+// no control characters. The error wraps ErrInvalidClientID.
+func ValidateClientID(id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("client id is empty: %w", ErrInvalidClientID)
+	case len(id) > MaxClientIDLen:
+		return fmt.Errorf("client id is %d bytes, longer than %d: %w", len(id), MaxClientIDLen, ErrInvalidClientID)
+	case !utf8.ValidString(id):
+		return fmt.Errorf("client id is not valid UTF-8: %w", ErrInvalidClientID)
+	}
+	for i, r := range id {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("client id has control character %U at byte %d: %w", r, i, ErrInvalidClientID)
+		}
+	}
+	return nil
+}
