@@ -1,0 +1,350 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/freqd/freqd/client"
+	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
+)
+
+// clientFlags are shared by every command that talks to a node.
+type clientFlags struct {
+	addr    string
+	json    bool
+	timeout time.Duration
+}
+
+func (f *clientFlags) bind(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.addr, "addr", "127.0.0.1:7100", "node API address (host:port); several comma-separated are tried in turn")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON for scripts")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
+}
+
+func (f *clientFlags) dial() (*client.Client, context.Context, context.CancelFunc, error) {
+	c, err := client.New(strings.Split(f.addr, ","))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	return c, ctx, cancel, nil
+}
+
+// printJSON writes a message as indented protojson.
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func parseFreq(s string) (uint32, error) {
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("frequency %q is not a number from 0 to 4294967295", s)
+	}
+	return uint32(v), nil
+}
+
+func clientCommands() []*cobra.Command {
+	return []*cobra.Command{allocCmd(), releaseCmd(), holderCmd(), statusCmd(), membersCmd(), ringCmd(), joinCmd(), leaveCmd()}
+}
+
+func allocCmd() *cobra.Command {
+	var f clientFlags
+	var id, freq string
+	cmd := &cobra.Command{
+		Use:   "alloc --client ID [--freq F]",
+		Short: "Allocate a free frequency (or frequency F) to a client",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			var g client.Grant
+			if freq != "" {
+				fv, err := parseFreq(freq)
+				if err != nil {
+					return err
+				}
+				g, err = c.AllocateFrequency(ctx, id, fv)
+				if err != nil {
+					return err
+				}
+			} else if g, err = c.Allocate(ctx, id); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if f.json {
+				return printJSON(out, &freqdv1.AllocateResponse{Frequency: g.Frequency, Partition: g.Partition, Node: g.Node, Since: tsOf(g.Since)})
+			}
+			fmt.Fprintf(out, "allocated %d to %s (partition %d on %s)\n", g.Frequency, id, g.Partition, g.Node)
+			return nil
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVar(&id, "client", "", "client id (required)")
+	cmd.Flags().StringVar(&freq, "freq", "", "ask for exactly this frequency")
+	_ = cmd.MarkFlagRequired("client")
+	return cmd
+}
+
+func releaseCmd() *cobra.Command {
+	var f clientFlags
+	var id, freq string
+	cmd := &cobra.Command{
+		Use:   "release --client ID --freq F",
+		Short: "Release a frequency held by a client",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fv, err := parseFreq(freq)
+			if err != nil {
+				return err
+			}
+			c, ctx, cancel, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			if err := c.Release(ctx, id, fv); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), &freqdv1.ReleaseRequest{ClientId: id, Frequency: fv})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "released %d from %s\n", fv, id)
+			return nil
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVar(&id, "client", "", "client id (required)")
+	cmd.Flags().StringVar(&freq, "freq", "", "frequency to release (required)")
+	_ = cmd.MarkFlagRequired("client")
+	_ = cmd.MarkFlagRequired("freq")
+	return cmd
+}
+
+func holderCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "holder F",
+		Short: "Show who holds frequency F and since when",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fv, err := parseFreq(args[0])
+			if err != nil {
+				return err
+			}
+			c, ctx, cancel, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			h, err := c.Holder(ctx, fv)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if f.json {
+				m := &freqdv1.HolderResponse{Frequency: h.Frequency, Held: h.Held, ClientId: h.ClientID, Partition: h.Partition, Node: h.Node}
+				if h.Held {
+					m.Since = tsOf(h.Since)
+				}
+				return printJSON(out, m)
+			}
+			if !h.Held {
+				fmt.Fprintf(out, "%d is free (partition %d on %s)\n", h.Frequency, h.Partition, h.Node)
+				return nil
+			}
+			fmt.Fprintf(out, "%d is held by %s since %s (partition %d on %s)\n", h.Frequency, h.ClientID, h.Since.Format(time.RFC3339), h.Partition, h.Node)
+			return nil
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+func statusCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show members, partitions per node and free/held totals",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if f.json {
+				return printJSON(out, st)
+			}
+			var rs []string
+			for _, r := range st.GetRanges() {
+				rs = append(rs, rangeString(r.GetFirst(), r.GetLast()))
+			}
+			fmt.Fprintf(out, "pool %s: %d frequencies in %d partitions, %d free, %d held (as seen by %s)\n",
+				strings.Join(rs, ","), st.GetTotal(), st.GetPartitions(), st.GetFree(), st.GetHeld(), st.GetNode())
+			fmt.Fprintf(out, "replication factor %d, routing %s\n", st.GetReplicationFactor(), st.GetStrategy())
+			if len(st.GetUnavailable()) > 0 {
+				fmt.Fprintf(out, "UNAVAILABLE partitions (no live holder): %v\n", st.GetUnavailable())
+			}
+			printMembers(out, st.GetMembers())
+			return nil
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+func membersCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List cluster members with their state and health",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), &freqdv1.StatusResponse{Node: st.GetNode(), Members: st.GetMembers()})
+			}
+			printMembers(cmd.OutOrStdout(), st.GetMembers())
+			return nil
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+func printMembers(out io.Writer, ms []*freqdv1.Member) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tAPI\tGOSSIP\tSTATE\tHEALTH\tPARTITIONS\tFREE\tHELD")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.GetName(), m.GetApiAddr(), m.GetGossipAddr(), m.GetState(), m.GetHealth(), m.GetPartitions(), m.GetFree(), m.GetHeld())
+	}
+	_ = tw.Flush()
+}
+
+func ringCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "ring",
+		Short: "Show each partition's range, owner, replicas and current holder",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			r, err := c.Ring(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if f.json {
+				return printJSON(out, r)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PARTITION\tRANGE\tOWNER\tREPLICAS\tHOLDER\tEPOCH\tFREE\tHELD")
+			for _, p := range r.GetPartitions() {
+				holder := p.GetHolder()
+				if holder == "" {
+					holder = "-"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.GetId(), rangeString(p.GetFirst(), p.GetLast()), p.GetOwner(), strings.Join(p.GetReplicas(), ","), holder, p.GetEpoch(), p.GetFree(), p.GetHeld())
+			}
+			return tw.Flush()
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+func joinCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "join --addr NODE SEED...",
+		Short: "Ask a running node to join more seed peers (gossip host:port)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			k, err := c.Join(ctx, args)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), &freqdv1.JoinResponse{Joined: uint32(k)})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "joined %d of %d seeds\n", k, len(args))
+			return nil
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+func leaveCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "leave --addr NODE",
+		Short: "Make a node hand its partitions to their new owners and leave",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			k, err := c.Leave(ctx)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), &freqdv1.LeaveResponse{HandedOff: uint32(k)})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s handed off %d partitions and left\n", c.Addrs()[0], k)
+			return nil
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+func rangeString(first, last uint32) string {
+	if first == last {
+		return strconv.FormatUint(uint64(first), 10)
+	}
+	return fmt.Sprintf("%d-%d", first, last)
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/freqd/freqd/config"
+	"github.com/freqd/freqd/node"
+)
+
+// devOptions shape the local cluster `freqd dev` starts.
+type devOptions struct {
+	nodes      int
+	pool       []string
+	partitions int
+	apiPort    int
+	gossipPort int
+	factor     int
+	strategy   string
+	profile    string
+	logLevel   string
+}
+
+// devConfigs builds one config per node of a loopback cluster.
+func devConfigs(o devOptions) ([]config.Config, error) {
+	if o.nodes < 1 || o.nodes > 64 {
+		return nil, fmt.Errorf("--nodes %d: want 1 to 64", o.nodes)
+	}
+	var gossip []string
+	for i := 0; i < o.nodes; i++ {
+		gossip = append(gossip, fmt.Sprintf("127.0.0.1:%d", o.gossipPort+i))
+	}
+	var cfgs []config.Config
+	for i := 0; i < o.nodes; i++ {
+		c := config.Default()
+		c.Node.Name = fmt.Sprintf("n%d", i+1)
+		c.Node.DataDir = filepath.Join("data", c.Node.Name)
+		c.API.Addr = fmt.Sprintf("127.0.0.1:%d", o.apiPort+i)
+		c.Gossip.Addr = gossip[i]
+		c.Gossip.Seeds = nil
+		for j, g := range gossip {
+			if j != i {
+				c.Gossip.Seeds = append(c.Gossip.Seeds, g)
+			}
+		}
+		c.Gossip.Profile = o.profile
+		c.Gossip.RejoinInterval = time.Second
+		c.Pool.Ranges = o.pool
+		c.Pool.Partitions = o.partitions
+		c.Replication.Factor = o.factor
+		c.Routing.Strategy = o.strategy
+		c.Cluster.BootstrapExpect = o.nodes
+		c.Log.Level = o.logLevel
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("node %s: %w", c.Node.Name, err)
+		}
+		cfgs = append(cfgs, c)
+	}
+	return cfgs, nil
+}
+
+func newDevCmd() *cobra.Command {
+	o := devOptions{}
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Start a local cluster on loopback (3 nodes by default) until Ctrl-C",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfgs, err := devConfigs(o)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDev(ctx, cmd.OutOrStdout(), cfgs)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.nodes, "nodes", 3, "number of nodes")
+	f.StringSliceVar(&o.pool, "pool", []string{"10-15", "20-25"}, "frequency ranges, comma-separated")
+	f.IntVar(&o.partitions, "partitions", 4, "partition count (0 = default)")
+	f.IntVar(&o.apiPort, "api-port", 7101, "API port of the first node; the others follow")
+	f.IntVar(&o.gossipPort, "gossip-port", 7947, "gossip port of the first node; the others follow")
+	f.IntVar(&o.factor, "replication-factor", 3, "replication factor")
+	f.StringVar(&o.strategy, "strategy", config.StrategyLocalFirst, "routing strategy: local-first, round-robin or most-free")
+	f.StringVar(&o.profile, "profile", config.ProfileLocal, "gossip timing profile: lan, local or fast")
+	f.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// runDev starts the nodes, waits for the cluster to form, prints how to
+// talk to it, and stops every node when ctx ends.
+func runDev(ctx context.Context, out io.Writer, cfgs []config.Config) error {
+	var nodes []*node.Node
+	defer func() {
+		for _, n := range nodes {
+			_ = n.Close()
+		}
+	}()
+	for _, c := range cfgs {
+		logger, err := newLogger(c.Log)
+		if err != nil {
+			return err
+		}
+		opts, err := node.OptionsFromConfig(c, logger.With("node", c.Node.Name))
+		if err != nil {
+			return err
+		}
+		n, err := node.New(opts)
+		if err != nil {
+			return err
+		}
+		if err := n.Start(ctx); err != nil {
+			return err
+		}
+		nodes = append(nodes, n)
+	}
+	if err := waitFormed(ctx, nodes); err != nil {
+		return err
+	}
+	first := nodes[0].APIAddr()
+	fmt.Fprintf(out, "freqd dev: %d nodes, pool %s, replication factor %d\n", len(cfgs), strings.Join(cfgs[0].Pool.Ranges, ","), cfgs[0].Replication.Factor)
+	for i, n := range nodes {
+		fmt.Fprintf(out, "  %s  api %s  gossip %s\n", n.Name(), n.APIAddr(), cfgs[i].Gossip.Addr)
+	}
+	fmt.Fprintf(out, `
+Try, from another terminal (any node answers any request):
+  freqd alloc   --addr %[1]s --client alice
+  freqd alloc   --addr %[1]s --client bob --freq 20
+  freqd holder  --addr %[1]s 20
+  freqd release --addr %[1]s --client bob --freq 20
+  freqd status  --addr %[1]s
+  freqd members --addr %[1]s
+  freqd ring    --addr %[1]s
+  freqd leave   --addr %[2]s
+  curl -s -H 'Content-Type: application/json' -d '{"clientId":"carol"}' http://%[1]s/freqd.v1.FreqdService/Allocate
+(go run ./cmd/freqd ... works in place of freqd.) Ctrl-C stops the cluster.
+`, first, nodes[len(nodes)-1].APIAddr())
+	<-ctx.Done()
+	fmt.Fprintln(out, "freqd dev: stopping")
+	return nil
+}
+
+// waitFormed waits until every node has joined and the pool is placed.
+func waitFormed(ctx context.Context, nodes []*node.Node) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ready := true
+		for _, n := range nodes {
+			st := n.Status()
+			if !n.Active() || len(st.GetUnavailable()) > 0 {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("dev cluster did not form within 30s (are the ports free? see --api-port, --gossip-port)")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

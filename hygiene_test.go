@@ -1,0 +1,62 @@
+package freqd_test
+
+import (
+	"bytes"
+	"go/format"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestGofmt fails if any Go file in the module is not gofmt-formatted.
+func TestGofmt(t *testing.T) {
+	var bad []string
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && path != "." || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		out, err := format.Source(src)
+		if err != nil {
+			bad = append(bad, path+": "+err.Error())
+		} else if !bytes.Equal(out, src) {
+			bad = append(bad, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		t.Fatalf("not gofmt-formatted (run gofmt -w):\n%s", strings.Join(bad, "\n"))
+	}
+}
+
+// TestVet runs go vet over the whole module.
+func TestVet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("go vet skipped in -short mode")
+	}
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	cmd := exec.Command(goBin, "vet", "./...")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go vet ./...: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,247 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/freqd/freqd/client"
+	"github.com/freqd/freqd/membership"
+	"github.com/freqd/freqd/pool"
+)
+
+// testCluster runs freqd nodes in this process on loopback.
+type testCluster struct {
+	t      testing.TB
+	layout *pool.Layout
+	opts   clusterOpts
+
+	mu    sync.Mutex
+	nodes []*Node // guarded by mu; index i is node n{i+1}
+	seeds []string
+}
+
+type clusterOpts struct {
+	ranges     []string
+	partitions int
+	strategy   Strategy
+	factor     int
+}
+
+// freeAddr returns a loopback host:port free for both TCP and UDP now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		_ = l.Close()
+		if err != nil {
+			continue
+		}
+		_ = u.Close()
+		return addr
+	}
+	t.Fatal("no free loopback port for TCP and UDP")
+	return ""
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("FREQD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startCluster starts n nodes that bootstrap one cluster together and
+// waits until every partition has a holder everyone agrees on.
+func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
+	t.Helper()
+	if len(o.ranges) == 0 {
+		o.ranges = []string{"10-15", "20-25"}
+	}
+	if o.factor == 0 {
+		o.factor = 3
+	}
+	rs, err := pool.ParseRanges(o.ranges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout, err := pool.NewLayout(rs, o.partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &testCluster{t: t, layout: layout, opts: o}
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = freeAddr(t)
+	}
+	c.seeds = addrs
+	for i := 0; i < n; i++ {
+		c.startNode(fmt.Sprintf("n%d", i+1), addrs[i], addrs, n)
+	}
+	t.Cleanup(c.closeAll)
+	c.waitStable(20 * time.Second)
+	return c
+}
+
+func (c *testCluster) startNode(name, gossipAddr string, seeds []string, expect int) *Node {
+	c.t.Helper()
+	prof, _ := membership.ProfileByName(membership.ProfileLocal)
+	prof.GossipInterval = 50 * time.Millisecond
+	prof.PushPullInterval = 2 * time.Second
+	var others []string
+	for _, s := range seeds {
+		if s != gossipAddr {
+			others = append(others, s)
+		}
+	}
+	nd, err := New(Options{
+		Name:              name,
+		APIAddr:           "127.0.0.1:0",
+		Layout:            c.layout,
+		ReplicationFactor: c.opts.factor,
+		Strategy:          c.opts.strategy,
+		BootstrapExpect:   expect,
+		Gossip: membership.Config{
+			BindAddr:       gossipAddr,
+			Seeds:          others,
+			Profile:        prof,
+			RejoinInterval: 200 * time.Millisecond,
+			LoadInterval:   50 * time.Millisecond,
+		},
+		Logger:            testLogger(c.t).With("node", name),
+		RebalanceInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		c.t.Fatalf("new node %s: %v", name, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := nd.Start(ctx); err != nil {
+		c.t.Fatalf("start node %s: %v", name, err)
+	}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, nd)
+	c.mu.Unlock()
+	return nd
+}
+
+// addNode starts one more node that joins the running cluster.
+func (c *testCluster) addNode(name string) *Node {
+	c.t.Helper()
+	return c.startNode(name, freeAddr(c.t), c.seeds, 1)
+}
+
+func (c *testCluster) closeAll() {
+	c.mu.Lock()
+	nodes := append([]*Node(nil), c.nodes...)
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Close(); err != nil {
+				c.t.Logf("close %s: %v", n.Name(), err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// live returns the nodes that are still members (not left).
+func (c *testCluster) live() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, n := range c.nodes {
+		select {
+		case <-n.Left():
+		default:
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// addrs returns the API addresses of the live nodes.
+func (c *testCluster) addrs() []string {
+	var out []string
+	for _, n := range c.live() {
+		out = append(out, n.APIAddr())
+	}
+	return out
+}
+
+// client returns a Go client for the given node addresses.
+func (c *testCluster) client(addrs ...string) *client.Client {
+	c.t.Helper()
+	cl, err := client.New(addrs)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitStable waits until every live node is active, every partition is
+// held by its ring owner, and all live nodes agree on the ring.
+func (c *testCluster) waitStable(d time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, d, "cluster to settle (every partition held by its ring owner, same view everywhere)", func() bool {
+		live := c.live()
+		var want string
+		for i, n := range live {
+			if !n.Active() {
+				return false
+			}
+			if n.ring.Load().Len() != len(live) {
+				return false
+			}
+			n.view.Store(nil)
+			ri := n.RingInfo()
+			s := fmt.Sprint(n.ring.Load().Members())
+			for _, p := range ri.GetPartitions() {
+				if p.GetHolder() == "" || p.GetHolder() != p.GetOwner() {
+					return false
+				}
+				s += fmt.Sprintf("|%d:%s", p.GetId(), p.GetHolder())
+			}
+			if i == 0 {
+				want = s
+			} else if s != want {
+				return false
+			}
+		}
+		// Every node holds exactly the partitions it owns.
+		for _, n := range live {
+			for _, s := range n.heldShards() {
+				if o, _ := n.ring.Load().Owner(s.id); o != n.Name() {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}

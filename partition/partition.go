@@ -1,0 +1,397 @@
+package partition
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/freqd/freqd"
+)
+
+// MaxSize is the largest number of frequencies one partition may hold.
+// Offsets are uint32 with ^uint32(0) reserved as the list terminator; the
+// bound also keeps one partition's arrays under about 20 GiB.
+const MaxSize = 1 << 30
+
+// none terminates the intrusive lists.
+const none = ^uint32(0)
+
+// Result is the outcome of Apply. On success Freq is the frequency granted
+// or released and Since its grant time (for a release, the time of the
+// grant being ended). On failure Err wraps a freqd sentinel and Freq and
+// Since are zero.
+type Result struct {
+	Freq  uint32
+	Since int64
+	Err   error
+}
+
+// client is one interned client id and its list of held offsets, in grant
+// order.
+type client struct {
+	id         string
+	head, tail uint32
+	count      uint32 // frequencies held; 0 means the slot is free
+}
+
+// Partition is the state of one partition. It is not safe for concurrent
+// use: its owner serialises Apply and the readers.
+type Partition struct {
+	id          int
+	first, last uint32
+	version     uint64
+
+	holder []uint32 // per offset: client slot, 0 = free
+	since  []int64  // per offset: grant time of a held frequency, 0 if free
+	next   []uint32 // per offset: next in its list, none at the end
+	prev   []uint32 // per offset: previous in its list, none at the head
+
+	freeHead, freeTail uint32
+	free               int
+
+	clients   []client          // slot 0 unused so holder 0 means free
+	index     map[string]uint32 // client id -> slot
+	freeSlots []uint32          // dropped slots, reused last-in first-out
+}
+
+// New returns partition id covering first..last (inclusive), all free,
+// with the free queue in ascending order. It panics if id is negative,
+// last < first or the range holds more than MaxSize frequencies: the
+// caller builds partitions from a validated pool.Layout.
+func New(id int, first, last uint32) *Partition {
+	if id < 0 || last < first || uint64(last)-uint64(first)+1 > MaxSize {
+		panic(fmt.Sprintf("partition.New(%d, %d, %d): bad id or range (at most %d frequencies)", id, first, last, MaxSize))
+	}
+	p := alloc(id, first, last)
+	n := uint32(len(p.holder))
+	for i := range n {
+		p.prev[i] = i - 1 // none for i == 0
+		p.next[i] = i + 1
+	}
+	p.next[n-1] = none
+	p.freeHead, p.freeTail, p.free = 0, n-1, int(n)
+	return p
+}
+
+// alloc returns a partition with its arrays allocated and no lists built.
+func alloc(id int, first, last uint32) *Partition {
+	n := int(last-first) + 1
+	return &Partition{
+		id: id, first: first, last: last,
+		holder:   make([]uint32, n),
+		since:    make([]int64, n),
+		next:     make([]uint32, n),
+		prev:     make([]uint32, n),
+		freeHead: none, freeTail: none,
+		clients: make([]client, 1, 8),
+		index:   make(map[string]uint32),
+	}
+}
+
+// ID returns the partition id.
+func (p *Partition) ID() int { return p.id }
+
+// First returns the lowest frequency of the partition.
+func (p *Partition) First() uint32 { return p.first }
+
+// Last returns the highest frequency of the partition.
+func (p *Partition) Last() uint32 { return p.last }
+
+// Size returns the number of frequencies in the partition.
+func (p *Partition) Size() int { return len(p.holder) }
+
+// Free returns the number of free frequencies.
+func (p *Partition) Free() int { return p.free }
+
+// Held returns the number of held frequencies.
+func (p *Partition) Held() int { return len(p.holder) - p.free }
+
+// Clients returns the number of distinct clients holding a frequency.
+func (p *Partition) Clients() int { return len(p.index) }
+
+// Version returns the number of commands that changed the state
+// (successful grants and releases; not failures nor idempotent re-grants).
+// Two reads with the same Version saw the same state, which is how a
+// caller proves the partition was full at one instant.
+func (p *Partition) Version() uint64 { return p.version }
+
+// Apply applies c and returns its result; see the package doc and Result.
+//
+//   - Grant with Any: the free frequency released longest ago; a full
+//     partition is freqd.ErrNoFrequency.
+//   - Grant of Freq: free, it is granted; held by the same client, success
+//     with the original grant time and no change; held by another client,
+//     freqd.ErrAlreadyHeld.
+//   - Release of Freq: held by the client, it joins the back of the free
+//     queue; free, freqd.ErrNotHeld; held by another, freqd.ErrNotHolder.
+//     Neither failure changes anything.
+//   - Freq outside the partition: freqd.ErrOutOfRange.
+//   - An empty or oversized Client: freqd.ErrInvalidClientID. An unknown
+//     op, or Any on a release: freqd.ErrInvalidArgument.
+func (p *Partition) Apply(c Command) Result {
+	switch {
+	case c.Client == "":
+		return p.fail("client id is empty", freqd.ErrInvalidClientID)
+	case len(c.Client) > freqd.MaxClientIDLen:
+		return p.fail(fmt.Sprintf("client id is %d bytes, longer than %d", len(c.Client), freqd.MaxClientIDLen), freqd.ErrInvalidClientID)
+	}
+	switch c.Op {
+	case OpGrant:
+		if c.Any {
+			return p.grantAny(c)
+		}
+		return p.grantFreq(c)
+	case OpRelease:
+		if c.Any {
+			return p.fail("any is only for grant", freqd.ErrInvalidArgument)
+		}
+		return p.release(c)
+	default:
+		return p.fail("unknown "+c.Op.String(), freqd.ErrInvalidArgument)
+	}
+}
+
+func (p *Partition) fail(msg string, sentinel error) Result {
+	return Result{Err: fmt.Errorf("partition %d: %s: %w", p.id, msg, sentinel)}
+}
+
+func (p *Partition) failFreq(f uint32, sentinel error) Result {
+	return Result{Err: fmt.Errorf("partition %d (%d-%d): frequency %d: %w", p.id, p.first, p.last, f, sentinel)}
+}
+
+func (p *Partition) offset(f uint32) (uint32, bool) {
+	if f < p.first || f > p.last {
+		return 0, false
+	}
+	return f - p.first, true
+}
+
+func (p *Partition) grantAny(c Command) Result {
+	if p.freeHead == none {
+		return p.fail(fmt.Sprintf("all %d frequencies held", len(p.holder)), freqd.ErrNoFrequency)
+	}
+	off := p.freeHead
+	p.grant(off, c)
+	return Result{Freq: p.first + off, Since: c.At}
+}
+
+func (p *Partition) grantFreq(c Command) Result {
+	off, ok := p.offset(c.Freq)
+	if !ok {
+		return p.failFreq(c.Freq, freqd.ErrOutOfRange)
+	}
+	if h := p.holder[off]; h != 0 {
+		if p.clients[h].id == c.Client {
+			return Result{Freq: c.Freq, Since: p.since[off]}
+		}
+		return p.failFreq(c.Freq, freqd.ErrAlreadyHeld)
+	}
+	p.grant(off, c)
+	return Result{Freq: c.Freq, Since: c.At}
+}
+
+// grant moves free offset off to client c.Client's list.
+func (p *Partition) grant(off uint32, c Command) {
+	p.unlinkFree(off)
+	slot := p.intern(c.Client)
+	cl := &p.clients[slot]
+	p.holder[off] = slot
+	p.since[off] = c.At
+	p.prev[off], p.next[off] = cl.tail, none
+	if cl.tail == none {
+		cl.head = off
+	} else {
+		p.next[cl.tail] = off
+	}
+	cl.tail = off
+	cl.count++
+	p.version++
+}
+
+func (p *Partition) release(c Command) Result {
+	off, ok := p.offset(c.Freq)
+	if !ok {
+		return p.failFreq(c.Freq, freqd.ErrOutOfRange)
+	}
+	h := p.holder[off]
+	if h == 0 {
+		return p.failFreq(c.Freq, freqd.ErrNotHeld)
+	}
+	if p.clients[h].id != c.Client {
+		return p.failFreq(c.Freq, freqd.ErrNotHolder)
+	}
+	since := p.since[off]
+	p.unlinkHeld(h, off)
+	p.holder[off] = 0
+	p.since[off] = 0
+	p.pushFree(off)
+	p.version++
+	return Result{Freq: c.Freq, Since: since}
+}
+
+// unlinkFree removes free offset off from the free queue.
+func (p *Partition) unlinkFree(off uint32) {
+	n, v := p.next[off], p.prev[off]
+	if v == none {
+		p.freeHead = n
+	} else {
+		p.next[v] = n
+	}
+	if n == none {
+		p.freeTail = v
+	} else {
+		p.prev[n] = v
+	}
+	p.free--
+}
+
+// pushFree appends off to the back of the free queue.
+func (p *Partition) pushFree(off uint32) {
+	p.prev[off], p.next[off] = p.freeTail, none
+	if p.freeTail == none {
+		p.freeHead = off
+	} else {
+		p.next[p.freeTail] = off
+	}
+	p.freeTail = off
+	p.free++
+}
+
+// unlinkHeld removes off from client slot's list, dropping the client when
+// it holds nothing more.
+func (p *Partition) unlinkHeld(slot, off uint32) {
+	cl := &p.clients[slot]
+	n, v := p.next[off], p.prev[off]
+	if v == none {
+		cl.head = n
+	} else {
+		p.next[v] = n
+	}
+	if n == none {
+		cl.tail = v
+	} else {
+		p.prev[n] = v
+	}
+	cl.count--
+	if cl.count == 0 {
+		delete(p.index, cl.id)
+		*cl = client{}
+		p.freeSlots = append(p.freeSlots, slot)
+	}
+}
+
+// intern returns the slot of id, creating it (with an empty list) if id
+// holds nothing yet. The id is cloned so the partition never pins the
+// caller's buffer.
+func (p *Partition) intern(id string) uint32 {
+	if slot, ok := p.index[id]; ok {
+		return slot
+	}
+	var slot uint32
+	if n := len(p.freeSlots); n > 0 {
+		slot = p.freeSlots[n-1]
+		p.freeSlots = p.freeSlots[:n-1]
+	} else {
+		slot = uint32(len(p.clients))
+		p.clients = append(p.clients, client{})
+	}
+	id = strings.Clone(id)
+	p.clients[slot] = client{id: id, head: none, tail: none}
+	p.index[id] = slot
+	return slot
+}
+
+// Holder returns the holder of f and its grant time, or held == false if f
+// is free. The error wraps freqd.ErrOutOfRange if f is outside the
+// partition.
+func (p *Partition) Holder(f uint32) (client string, since int64, held bool, err error) {
+	off, ok := p.offset(f)
+	if !ok {
+		return "", 0, false, p.failFreq(f, freqd.ErrOutOfRange).Err
+	}
+	h := p.holder[off]
+	if h == 0 {
+		return "", 0, false, nil
+	}
+	return p.clients[h].id, p.since[off], true, nil
+}
+
+// HeldBy returns the frequencies client holds, in grant order (oldest
+// first), or nil. O(held by client).
+func (p *Partition) HeldBy(client string) []uint32 {
+	slot, ok := p.index[client]
+	if !ok {
+		return nil
+	}
+	cl := &p.clients[slot]
+	out := make([]uint32, 0, cl.count)
+	for off := cl.head; off != none; off = p.next[off] {
+		out = append(out, p.first+off)
+	}
+	return out
+}
+
+// FreeOrder returns the free frequencies in the order Grant with Any would
+// hand them out. O(size); for tests and debugging.
+func (p *Partition) FreeOrder() []uint32 {
+	out := make([]uint32, 0, p.free)
+	for off := p.freeHead; off != none; off = p.next[off] {
+		out = append(out, p.first+off)
+	}
+	return out
+}
+
+// Equal reports whether p and q have the same id, range, version, free
+// queue order, and holders with their grant times and grant order. Slot
+// numbers, which are internal, are not compared.
+func (p *Partition) Equal(q *Partition) bool {
+	if p == nil || q == nil {
+		return p == q
+	}
+	if p.id != q.id || p.first != q.first || p.last != q.last || p.version != q.version ||
+		p.free != q.free || len(p.index) != len(q.index) {
+		return false
+	}
+	for a, b := p.freeHead, q.freeHead; ; a, b = p.next[a], q.next[b] {
+		if a != b {
+			return false
+		}
+		if a == none {
+			break
+		}
+	}
+	for off := range p.holder {
+		hp, hq := p.holder[off], q.holder[off]
+		if (hp == 0) != (hq == 0) || p.since[off] != q.since[off] {
+			return false
+		}
+		if hp != 0 && p.clients[hp].id != q.clients[hq].id {
+			return false
+		}
+	}
+	// Same holders per offset; now the order of each client's list.
+	for slot, cl := range p.clients {
+		if slot == 0 || cl.count == 0 {
+			continue
+		}
+		qs := q.index[cl.id]
+		if q.clients[qs].count != cl.count {
+			return false
+		}
+		for a, b := cl.head, q.clients[qs].head; ; a, b = p.next[a], q.next[b] {
+			if a != b {
+				return false
+			}
+			if a == none {
+				break
+			}
+		}
+	}
+	return true
+}
+
+// String returns a summary such as "partition 3 (10-15): 2 free, 4 held by
+// 2 clients, version 9".
+func (p *Partition) String() string {
+	return fmt.Sprintf("partition %d (%d-%d): %d free, %d held by %d clients, version %d",
+		p.id, p.first, p.last, p.free, p.Held(), len(p.index), p.version)
+}

@@ -1,0 +1,482 @@
+package partition
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/freqd/freqd"
+)
+
+func grantAny(c string, at int64) Command { return Command{Op: OpGrant, Client: c, Any: true, At: at} }
+func grant(c string, f uint32, at int64) Command {
+	return Command{Op: OpGrant, Client: c, Freq: f, At: at}
+}
+func release(c string, f uint32) Command { return Command{Op: OpRelease, Client: c, Freq: f, At: 999} }
+
+func TestApply(t *testing.T) {
+	long := strings.Repeat("x", freqd.MaxClientIDLen+1)
+	tests := []struct {
+		name     string
+		setup    []Command // applied first, each must succeed
+		cmd      Command
+		want     Result // Err: sentinel to match with errors.Is
+		freeTail []uint32
+		holders  map[uint32]string // expected holders after
+		changed  bool              // version went up
+	}{
+		{name: "grant any takes lowest first", cmd: grantAny("a", 5),
+			want: Result{Freq: 10, Since: 5}, changed: true, holders: map[uint32]string{10: "a"}},
+		{name: "grant any FIFO after release",
+			setup: []Command{grantAny("a", 1), grantAny("b", 2), release("a", 10)},
+			cmd:   grantAny("c", 3), want: Result{Freq: 12, Since: 3}, changed: true,
+			holders: map[uint32]string{11: "b", 12: "c"}, freeTail: []uint32{13, 14, 15, 10}},
+		{name: "grant any full",
+			setup: []Command{grantAny("a", 1), grantAny("a", 1), grantAny("a", 1), grantAny("b", 1), grantAny("b", 1), grantAny("b", 1)},
+			cmd:   grantAny("c", 2), want: Result{Err: freqd.ErrNoFrequency}},
+		{name: "grant any ignores freq", cmd: Command{Op: OpGrant, Client: "a", Any: true, Freq: 99, At: 4},
+			want: Result{Freq: 10, Since: 4}, changed: true},
+		{name: "grant specific free", cmd: grant("a", 13, 7),
+			want: Result{Freq: 13, Since: 7}, changed: true, holders: map[uint32]string{13: "a"},
+			freeTail: []uint32{10, 11, 12, 14, 15}},
+		{name: "grant specific idempotent", setup: []Command{grant("a", 13, 7)}, cmd: grant("a", 13, 50),
+			want: Result{Freq: 13, Since: 7}, holders: map[uint32]string{13: "a"}},
+		{name: "grant specific held by other", setup: []Command{grant("a", 13, 7)}, cmd: grant("b", 13, 8),
+			want: Result{Err: freqd.ErrAlreadyHeld}, holders: map[uint32]string{13: "a"}},
+		{name: "grant specific below range", cmd: grant("a", 9, 1), want: Result{Err: freqd.ErrOutOfRange}},
+		{name: "grant specific above range", cmd: grant("a", 16, 1), want: Result{Err: freqd.ErrOutOfRange}},
+		{name: "grant specific last", cmd: grant("a", 15, 1), want: Result{Freq: 15, Since: 1}, changed: true},
+		{name: "release held", setup: []Command{grant("a", 12, 3)}, cmd: release("a", 12),
+			want: Result{Freq: 12, Since: 3}, changed: true, freeTail: []uint32{10, 11, 13, 14, 15, 12}},
+		{name: "release free", cmd: release("a", 12), want: Result{Err: freqd.ErrNotHeld},
+			freeTail: []uint32{10, 11, 12, 13, 14, 15}},
+		{name: "release held by other", setup: []Command{grant("a", 12, 3)}, cmd: release("b", 12),
+			want: Result{Err: freqd.ErrNotHolder}, holders: map[uint32]string{12: "a"}},
+		{name: "release out of range", cmd: release("a", 100), want: Result{Err: freqd.ErrOutOfRange}},
+		{name: "release with any", cmd: Command{Op: OpRelease, Client: "a", Any: true, Freq: 10},
+			want: Result{Err: freqd.ErrInvalidArgument}},
+		{name: "unknown op", cmd: Command{Op: 9, Client: "a", Freq: 10}, want: Result{Err: freqd.ErrInvalidArgument}},
+		{name: "zero op", cmd: Command{Client: "a", Freq: 10}, want: Result{Err: freqd.ErrInvalidArgument}},
+		{name: "empty client", cmd: grantAny("", 1), want: Result{Err: freqd.ErrInvalidClientID}},
+		{name: "long client", cmd: grantAny(long, 1), want: Result{Err: freqd.ErrInvalidClientID}},
+		{name: "max client", cmd: grantAny(long[1:], 1), want: Result{Freq: 10, Since: 1}, changed: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := New(3, 10, 15)
+			for _, c := range tt.setup {
+				if res := p.Apply(c); res.Err != nil {
+					t.Fatalf("setup %v: %v", c, res.Err)
+				}
+			}
+			v := p.Version()
+			got := p.Apply(tt.cmd)
+			if tt.want.Err != nil {
+				if !errors.Is(got.Err, tt.want.Err) {
+					t.Fatalf("Apply(%v) err = %v, want %v", tt.cmd, got.Err, tt.want.Err)
+				}
+				if !strings.Contains(got.Err.Error(), "partition 3") {
+					t.Errorf("error %q does not name the partition", got.Err)
+				}
+				if got.Freq != 0 || got.Since != 0 {
+					t.Errorf("failed Apply returned freq %d since %d", got.Freq, got.Since)
+				}
+			} else if got != tt.want {
+				t.Fatalf("Apply(%v) = %+v, want %+v", tt.cmd, got, tt.want)
+			}
+			if changed := p.Version() != v; changed != tt.changed {
+				t.Fatalf("version %d -> %d, want changed=%v", v, p.Version(), tt.changed)
+			}
+			if tt.freeTail != nil && !slices.Equal(p.FreeOrder(), tt.freeTail) {
+				t.Fatalf("free order %v, want %v", p.FreeOrder(), tt.freeTail)
+			}
+			for f, want := range tt.holders {
+				if c, _, held, err := p.Holder(f); err != nil || !held || c != want {
+					t.Fatalf("Holder(%d) = %q, %v, %v; want %q", f, c, held, err, want)
+				}
+			}
+			if err := p.check(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestReleaseTwice(t *testing.T) {
+	p := New(0, 10, 15)
+	r := p.Apply(grantAny("a", 1))
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if res := p.Apply(release("a", r.Freq)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	v := p.Version()
+	for range 3 {
+		if res := p.Apply(release("a", r.Freq)); !errors.Is(res.Err, freqd.ErrNotHeld) {
+			t.Fatalf("second release: %v, want ErrNotHeld", res.Err)
+		}
+	}
+	if p.Version() != v || p.Free() != 6 {
+		t.Fatalf("second release changed state: version %d free %d", p.Version(), p.Free())
+	}
+	// The seed's bug: the frequency would be on the free list twice and go
+	// to two clients. Grant everything and check all six are distinct.
+	seen := map[uint32]bool{}
+	for i := range 6 {
+		res := p.Apply(grantAny(string(rune('a'+i)), 2))
+		if res.Err != nil || seen[res.Freq] {
+			t.Fatalf("grant %d: %+v (seen %v)", i, res, seen)
+		}
+		seen[res.Freq] = true
+	}
+	if res := p.Apply(grantAny("z", 3)); !errors.Is(res.Err, freqd.ErrNoFrequency) {
+		t.Fatalf("seventh grant: %+v", res)
+	}
+}
+
+func TestHolderHeldBy(t *testing.T) {
+	p := New(1, 100, 109)
+	for _, c := range []Command{grant("a", 105, 1), grantAny("a", 2), grant("b", 109, 3), grantAny("a", 4)} {
+		if res := p.Apply(c); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	if got := p.HeldBy("a"); !slices.Equal(got, []uint32{105, 100, 101}) {
+		t.Fatalf("HeldBy(a) = %v, want grant order [105 100 101]", got)
+	}
+	if got := p.HeldBy("nobody"); got != nil {
+		t.Fatalf("HeldBy(nobody) = %v", got)
+	}
+	if c, since, held, err := p.Holder(109); c != "b" || since != 3 || !held || err != nil {
+		t.Fatalf("Holder(109) = %q %d %v %v", c, since, held, err)
+	}
+	if c, since, held, err := p.Holder(108); c != "" || since != 0 || held || err != nil {
+		t.Fatalf("Holder(108) = %q %d %v %v", c, since, held, err)
+	}
+	if _, _, _, err := p.Holder(99); !errors.Is(err, freqd.ErrOutOfRange) {
+		t.Fatalf("Holder(99) err = %v", err)
+	}
+	if res := p.Apply(release("a", 100)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := p.HeldBy("a"); !slices.Equal(got, []uint32{105, 101}) {
+		t.Fatalf("HeldBy(a) after release = %v", got)
+	}
+	// Dropping a client frees its slot; it is reused.
+	p.Apply(release("b", 109))
+	if p.Clients() != 1 || len(p.freeSlots) != 1 {
+		t.Fatalf("clients %d, free slots %v", p.Clients(), p.freeSlots)
+	}
+	p.Apply(grantAny("c", 5))
+	if len(p.clients) != 3 || len(p.freeSlots) != 0 {
+		t.Fatalf("slot not reused: %d slots, free %v", len(p.clients), p.freeSlots)
+	}
+	if p.ID() != 1 || p.First() != 100 || p.Last() != 109 || p.Size() != 10 {
+		t.Fatalf("accessors: %v", p)
+	}
+	if err := p.check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInternDoesNotPinCaller(t *testing.T) {
+	buf := []byte("client-1")
+	p := New(0, 0, 3)
+	p.Apply(grantAny(string(buf), 0))
+	id := p.clients[1].id
+	buf[0] = 'X'
+	if id != "client-1" {
+		t.Fatalf("interned id changed to %q", id)
+	}
+}
+
+func TestNewEdges(t *testing.T) {
+	p := New(0, math.MaxUint32, math.MaxUint32)
+	if r := p.Apply(grantAny("a", 1)); r.Err != nil || r.Freq != math.MaxUint32 {
+		t.Fatalf("%+v", r)
+	}
+	if r := p.Apply(grantAny("a", 1)); !errors.Is(r.Err, freqd.ErrNoFrequency) {
+		t.Fatalf("%+v", r)
+	}
+	for _, bad := range []struct {
+		id          int
+		first, last uint32
+	}{{-1, 0, 1}, {0, 5, 4}, {0, 0, MaxSize}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("New(%v) did not panic", bad)
+				}
+			}()
+			New(bad.id, bad.first, bad.last)
+		}()
+	}
+}
+
+// randomCommand draws a command biased towards interesting cases.
+func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
+	clients := []string{"a", "b", "c", "d", "e"}
+	c := Command{Client: clients[rng.IntN(len(clients))], At: at}
+	span := int(last - first + 1)
+	f := first + uint32(rng.IntN(span))
+	switch rng.IntN(20) {
+	case 0:
+		f = first - 1
+	case 1:
+		f = last + 1
+	}
+	c.Freq = f
+	switch k := rng.IntN(100); {
+	case k < 40:
+		c.Op, c.Any = OpGrant, true
+	case k < 60:
+		c.Op = OpGrant
+	case k < 97:
+		c.Op = OpRelease
+	case k < 98:
+		c.Op = Op(rng.IntN(256))
+	case k < 99:
+		c.Client = ""
+	default:
+		c.Op, c.Any = OpRelease, true
+	}
+	return c
+}
+
+// TestModel runs seeded random command sequences against the reference
+// model and compares every result and, periodically, the whole state.
+func TestModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(42, 7))
+	for iter := range 200 {
+		first := uint32(1 + rng.IntN(1000))
+		last := first + uint32(rng.IntN(20))
+		p, r := New(iter, first, last), newRef(iter, first, last)
+		for i := range 300 {
+			c := randomCommand(rng, first, last, int64(i))
+			step(t, p, r, c)
+			if i%17 == 0 {
+				compare(t, p, r)
+			}
+		}
+		compare(t, p, r)
+	}
+}
+
+// TestDeterminism feeds two partitions the same commands, and a third that
+// is snapshotted and restored midway; all three must stay Equal and produce
+// identical snapshots.
+func TestDeterminism(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	a, b := New(5, 1000, 1063), New(5, 1000, 1063)
+	c := New(5, 1000, 1063)
+	for i := range 5000 {
+		cmd := randomCommand(rng, 1000, 1063, int64(i)*1e6)
+		ra, rb, rc := a.Apply(cmd), b.Apply(cmd), c.Apply(cmd)
+		if ra.Freq != rb.Freq || ra.Since != rb.Since || (ra.Err == nil) != (rb.Err == nil) ||
+			ra.Freq != rc.Freq || ra.Since != rc.Since || (ra.Err == nil) != (rc.Err == nil) {
+			t.Fatalf("step %d %v: results %+v %+v %+v", i, cmd, ra, rb, rc)
+		}
+		if i%500 == 250 {
+			snap, err := c.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err = Restore(snap)
+			if err != nil {
+				t.Fatalf("step %d: restore: %v", i, err)
+			}
+			if !c.Equal(a) {
+				t.Fatalf("step %d: restored partition differs", i)
+			}
+		}
+		if i%100 == 0 {
+			sa, _ := a.Snapshot()
+			sc, _ := c.Snapshot()
+			if string(sa) != string(sc) {
+				t.Fatalf("step %d: snapshots differ", i)
+			}
+		}
+	}
+	if !a.Equal(b) || !a.Equal(c) || !c.Equal(a) {
+		t.Fatal("partitions fed the same commands differ")
+	}
+	sa, _ := a.Snapshot()
+	sb, _ := b.Snapshot()
+	if string(sa) != string(sb) {
+		t.Fatal("snapshots differ")
+	}
+	// Equal notices a difference.
+	if res := b.Apply(grant("zz", b.First(), 1)); res.Err == nil && (a.Equal(b) || b.Equal(a)) {
+		t.Fatal("Equal missed a grant")
+	}
+	if res := b.Apply(release("zz", b.First())); res.Err == nil && (a.Equal(b) || b.Equal(a)) {
+		t.Fatal("Equal missed a release (version and free order differ)")
+	}
+}
+
+func TestEqualDetectsDifferences(t *testing.T) {
+	base := func() *Partition {
+		p := New(0, 0, 7)
+		p.Apply(grant("a", 1, 10))
+		p.Apply(grant("a", 2, 11))
+		p.Apply(grant("b", 3, 12))
+		return p
+	}
+	tests := []struct {
+		name string
+		q    func() *Partition
+	}{
+		{"other id", func() *Partition {
+			p := New(1, 0, 7)
+			p.Apply(grant("a", 1, 10))
+			p.Apply(grant("a", 2, 11))
+			p.Apply(grant("b", 3, 12))
+			return p
+		}},
+		{"other since", func() *Partition { p := base(); p.Apply(release("b", 3)); p.Apply(grant("b", 3, 13)); return p }},
+		{"other holder", func() *Partition {
+			p := New(0, 0, 7)
+			p.Apply(grant("a", 1, 10))
+			p.Apply(grant("a", 2, 11))
+			p.Apply(grant("c", 3, 12))
+			return p
+		}},
+		{"other grant order", func() *Partition {
+			p := New(0, 0, 7)
+			p.Apply(grant("a", 2, 11))
+			p.Apply(grant("a", 1, 10))
+			p.Apply(grant("b", 3, 12))
+			return p
+		}},
+		{"other free order", func() *Partition {
+			p := base()
+			p.Apply(grant("c", 0, 1))
+			p.Apply(grant("c", 4, 1))
+			p.Apply(release("c", 4))
+			p.Apply(release("c", 0))
+			p.version -= 4
+			return p
+		}},
+		{"other version", func() *Partition { p := base(); p.version++; return p }},
+		{"nil", func() *Partition { return nil }},
+	}
+	for _, tt := range tests {
+		if base().Equal(tt.q()) {
+			t.Errorf("%s: Equal = true", tt.name)
+		}
+	}
+	if !base().Equal(base()) {
+		t.Error("base not Equal to itself")
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	p := New(7, 500, 599)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for i := range 400 {
+		p.Apply(randomCommand(rng, 500, 599, int64(i)-200)) // negative times too
+	}
+	snap, err := p.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := Restore(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !q.Equal(p) {
+		t.Fatal("restored partition differs")
+	}
+	snap2, _ := q.Snapshot()
+	if string(snap) != string(snap2) {
+		t.Fatal("snapshot of restored partition differs")
+	}
+	// Every single-bit flip is caught (by the checksum at least).
+	for i := range len(snap) * 8 {
+		bad := slices.Clone(snap)
+		bad[i/8] ^= 1 << (i % 8)
+		if _, err := Restore(bad); !errors.Is(err, freqd.ErrInvalidArgument) {
+			t.Fatalf("flip bit %d: err %v", i, err)
+		}
+	}
+	for _, n := range []int{0, 1, 4, 5, len(snap) - 1} {
+		if _, err := Restore(snap[:n]); !errors.Is(err, freqd.ErrInvalidArgument) {
+			t.Fatalf("truncated to %d: err %v", n, err)
+		}
+	}
+}
+
+// TestRestoreRejects builds corrupt bodies with a valid checksum, so the
+// structural checks (not the CRC) must catch them.
+func TestRestoreRejects(t *testing.T) {
+	u := func(vs ...uint64) []byte {
+		var b []byte
+		for _, v := range vs {
+			b = appendUvarint(b, v)
+		}
+		return b
+	}
+	z := func(vs ...int64) []byte {
+		var b []byte
+		for _, v := range vs {
+			b = appendVarint(b, v)
+		}
+		return b
+	}
+	cat := func(parts ...[]byte) []byte { return slices.Concat(parts...) }
+	hdr := func(first, last, version, nfree uint64) []byte {
+		return cat([]byte{1}, u(0, first, last, version, nfree))
+	}
+	tests := []struct {
+		name, want string
+		body       []byte
+	}{
+		{"valid all free", "", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0))},
+		{"valid one held", "", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(3, 77))},
+		{"bad version", "unknown version", cat([]byte{2}, u(0, 10, 12, 0, 3), z(1, 1, 1), u(0))},
+		{"reversed range", "bad range", cat(hdr(12, 10, 0, 3), z(1, 1, 1), u(0))},
+		{"range too big for input", "does not fit", cat(hdr(0, 1000, 0, 1), z(1), u(0))},
+		{"missing frequency", "neither free nor held", cat(hdr(10, 12, 1, 2), z(1, 1), u(0))},
+		{"duplicate free", "appears twice", cat(hdr(10, 12, 0, 3), z(1, 0, 1), u(0))},
+		{"free out of range", "out of range", cat(hdr(10, 12, 0, 3), z(1, 1, 5), u(0))},
+		{"negative offset", "out of range", cat(hdr(10, 12, 0, 3), z(-3, 1, 1), u(0))},
+		{"trailing", "trailing", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0), []byte{0})},
+		{"non-minimal varint", "non-minimal", cat([]byte{1}, []byte{0x80, 0x00}, u(10, 12, 0, 3), z(1, 1, 1), u(0))},
+		{"empty client id", "id length 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 0), u(1), z(1, 77))},
+		{"client holds nothing", "held count 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(0))},
+		{"version below held", "version 0 is below", cat(hdr(10, 12, 0, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(1, 77))},
+		{"held twice", "appears twice", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), z(3, 5), u(1), []byte("b"), u(1), z(1, 6))},
+		{"unsorted clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("b"), u(1), z(2, 5), u(1), []byte("a"), u(1), z(3, 6))},
+		{"duplicate clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), z(2, 5), u(1), []byte("a"), u(1), z(3, 6))},
+		{"too many clients", "clients for", cat(hdr(10, 12, 1, 2), z(1, 1), u(2, 1), []byte("a"), u(1), z(1, 77))},
+		{"count too large", "held count 2", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(2), z(1, 77))},
+		{"short", "end of data", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(3))},
+		{"long client id", "id length 257", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 257), make([]byte, 257), u(1), z(1, 77))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := withCRC(tt.body)
+			p, err := Restore(b)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Restore: %v", err)
+				}
+				if err := p.check(); err != nil {
+					t.Fatal(err)
+				}
+				again, _ := p.Snapshot()
+				if string(again) != string(b) {
+					t.Fatalf("re-snapshot differs:\n%x\n%x", again, b)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, freqd.ErrInvalidArgument) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Restore err = %v, want ErrInvalidArgument containing %q", err, tt.want)
+			}
+		})
+	}
+}
