@@ -90,7 +90,7 @@ func parseFile(name string, data []byte) (*fileValues, error) {
 		sec := keyName(k)
 		switch {
 		case dupLine > 0:
-			ps = append(ps, &Error{Key: sec, Err: fmt.Errorf("duplicate key; also on line %d", dupLine), Source: at(k.Line)})
+			ps = append(ps, &Error{Key: sec, Value: showNode(v), Err: fmt.Errorf("duplicate key; also on line %d", dupLine), Source: at(k.Line)})
 			return
 		case !sections[sec]:
 			ps = append(ps, &Error{Key: sec, Value: showNode(v), Err: unknownKey(sec, ""), Source: at(k.Line)})
@@ -107,7 +107,7 @@ func parseFile(name string, data []byte) (*fileValues, error) {
 			f, known := byKey[key]
 			switch {
 			case dupLine > 0:
-				ps = append(ps, &Error{Key: key, Err: fmt.Errorf("duplicate key; also on line %d", dupLine), Source: at(k.Line)})
+				ps = append(ps, &Error{Key: key, Value: showNode(v), Err: fmt.Errorf("duplicate key; also on line %d", dupLine), Source: at(k.Line)})
 				return
 			case !known:
 				ps = append(ps, &Error{Key: key, Value: showNode(v), Err: unknownKey(key, sec), Source: at(k.Line)})

@@ -11,10 +11,10 @@ import (
 
 // Loader builds a Config from the layers, lowest first: the built-in
 // default, a config file, FREQD_* environment variables, and command-line
-// flags. It wraps viper, which no other package uses. The zero Loader is
-// not usable; call NewLoader. Call BindFlags (optional) before Load; Load
-// may be called any number of times and reads the flags, the environment
-// and the file afresh each time.
+// flags. It wraps viper, which no other package uses; each Load uses a
+// fresh viper instance. Call BindFlags (optional) before Load; Load may be
+// called any number of times and reads the flags, the environment and the
+// file afresh each time.
 type Loader struct {
 	flags map[string]*pflag.Flag // config key -> flag defined by BindFlags
 }
@@ -44,6 +44,9 @@ func NewLoader() *Loader {
 // The other keys are set in the file or the environment. BindFlags panics,
 // as pflag does, if fs already has a flag of one of these names.
 func (l *Loader) BindFlags(fs *pflag.FlagSet) {
+	if l.flags == nil {
+		l.flags = make(map[string]*pflag.Flag)
+	}
 	for _, f := range fields() {
 		if f.flag == "" {
 			continue

@@ -31,7 +31,7 @@ func TestLoadRejects(t *testing.T) {
 		{"unknown nested key, no guess", "pool:\n  colour: red\n", "pool.colour", `= "red": unknown key`},
 		{"upper-case key", "node:\n  Name: x\n", "node.Name", "unknown key; did you mean node.name?"},
 		{"mapping below a key", "gossip:\n  seeds:\n    a: 1\n", "gossip.seeds", "want a list of strings, found a mapping"},
-		{"duplicate key", "node:\n  name: a\n  name: b\n", "node.name", "duplicate key; also on line 2"},
+		{"duplicate key", "node:\n  name: a\n  name: b\n", "node.name", `node.name = "b": duplicate key; also on line 2`},
 		{"duplicate section", "log:\n  level: info\nlog:\n  format: json\n", "log", "duplicate key; also on line 1"},
 		{"section is a scalar", "gossip: 5\n", "gossip", "gossip = 5: want a mapping of gossip.* keys, found an integer"},
 		{"section is a list", "api: [a]\n", "api", "want a mapping of api.* keys, found a list"},

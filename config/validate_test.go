@@ -66,7 +66,7 @@ func TestValidate(t *testing.T) {
 		{"wildcard clash", func(c *Config) { c.API.Addr = ":7946" }, "api.addr", "same port as gossip.addr"},
 		{"advertise unspecified", func(c *Config) { c.Gossip.Advertise = "0.0.0.0:1" }, "gossip.advertise", "cannot be dialed"},
 		{"negative push pull", func(c *Config) { c.Gossip.PushPullInterval = -time.Second }, "gossip.push_pull_interval", "= -1s: must not be negative"},
-		{"timeout over interval", func(c *Config) { c.Gossip.ProbeInterval, c.Gossip.ProbeTimeout = time.Second, 2 * time.Second },
+		{"timeout over interval", func(c *Config) { c.Gossip.ProbeInterval, c.Gossip.ProbeTimeout = time.Second, 2*time.Second },
 			"gossip.probe_timeout", "gossip.probe_timeout = 2s: must be less than gossip.probe_interval = 1s"},
 		{"nil ranges", func(c *Config) { c.Pool.Ranges = nil }, "pool.ranges", "no frequency ranges"},
 		{"overlap later in list", func(c *Config) { c.Pool.Ranges = []string{"1-100", "200-300", "50-60"} },

@@ -323,9 +323,7 @@ func TestApplyChunks(t *testing.T) {
 		}
 	}
 	for _, i := range order {
-		before := m.queue.NumQueued()
 		h.NotifyMsg(msgs[i])
-		_ = before
 	}
 	if got := m.queue.NumQueued(); got != len(msgs) {
 		t.Fatalf("%d messages queued for gossip, want %d (each news once)", got, len(msgs))
@@ -361,6 +359,11 @@ func TestApplyChunks(t *testing.T) {
 		t.Fatal("Loads reports a dead member")
 	}
 	// A message about ourselves with a higher seq pushes our seq past it.
+	echo, _ := encodeLoadMessages("me", 10, Load{})
+	h.NotifyMsg(echo[0])
+	if m.loadDirty {
+		t.Fatal("our own seq echoed back marked the load for broadcast")
+	}
 	self, _ := encodeLoadMessages("me", 1000, Load{})
 	h.NotifyMsg(self[0])
 	m.mu.Lock()

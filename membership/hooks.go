@@ -226,11 +226,12 @@ func (m *Membership) loadEntryLocked(name string) *loadEntry {
 	return e
 }
 
-// seenOwnSeqLocked keeps our seq above any seq peers hold for us (from
-// before a restart whose clock went back): it jumps past it and marks the
-// load for a new broadcast.
+// seenOwnSeqLocked keeps our seq above any seq peers hold for us that we
+// did not issue (from before a restart whose clock went back): it jumps
+// past it and marks the load for a new broadcast. Our own current seq
+// echoed back is normal and changes nothing.
 func (m *Membership) seenOwnSeqLocked(seq uint64) {
-	if seq >= m.localSeq {
+	if seq > m.localSeq {
 		m.localSeq = seq + 1
 		m.loadDirty = true
 	}

@@ -254,7 +254,7 @@ func (n *Node) finishHandoff(ctx context.Context, s *shard, pm pendingMove, addr
 		n.mu.Lock()
 		delete(n.pending, s.id)
 		n.mu.Unlock()
-		n.drop(s.id, pm.epoch)
+		n.drop(s, pm.epoch)
 		n.view.Store(nil)
 		n.log.Info("partition handed off", "partition", s.id, "to", pm.to, "epoch", pm.epoch)
 	case transport.NotSent(err) || transport.Answered(err):

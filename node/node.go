@@ -249,13 +249,16 @@ func (n *Node) Start(ctx context.Context) error {
 	n.spawn(n.ringLoop)
 	n.spawn(n.loadLoop)
 	n.spawn(n.rebalanceLoop)
-	n.spawn(n.bootstrapLoop)
 	if len(gc.Seeds) > 0 {
 		if _, err := ml.JoinSeeds(ctx); err != nil {
 			// Not fatal: the rejoin loop keeps trying while seeds are missing.
 			n.log.Warn("could not join seeds yet; will retry", "seeds", gc.Seeds, "err", err)
 		}
 	}
+	// Only now may the node decide to create a new cluster: had it done so
+	// before trying its seeds, it could have founded a second cluster
+	// beside a running one.
+	n.spawn(n.bootstrapLoop)
 	return nil
 }
 
@@ -310,9 +313,15 @@ func (n *Node) localShard(id int) *shard {
 }
 
 // install adds a shard (from bootstrap or a transfer) and wakes waiters.
+// A shard it replaces (one still frozen in a handoff whose answer has not
+// come back, while the partition already came back newer) is retired, so
+// nothing is ever applied to it again.
 func (n *Node) install(s *shard) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if old := n.shards[s.id]; old != nil {
+		old.retire(n.opts.Name)
+	}
 	n.shards[s.id] = s
 	if s.epoch > n.epochs[s.id] {
 		n.epochs[s.id] = s.epoch
@@ -321,11 +330,15 @@ func (n *Node) install(s *shard) {
 	n.changed = make(chan struct{})
 }
 
-// drop removes a shard that has moved away.
-func (n *Node) drop(id int, epoch uint64) {
+// drop removes a shard that has moved away, unless a newer shard of the
+// same partition has been installed meanwhile.
+func (n *Node) drop(s *shard, epoch uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	delete(n.shards, id)
+	id := s.id
+	if n.shards[id] == s {
+		delete(n.shards, id)
+	}
 	if epoch > n.epochs[id] {
 		n.epochs[id] = epoch
 	}

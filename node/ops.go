@@ -17,8 +17,10 @@ import (
 )
 
 // maxCollects bounds the rounds an allocation of any frequency makes over
-// the cluster when it finds no free frequency.
-const maxCollects = 8
+// the cluster when it finds no free frequency. Under heavy churn on a full
+// pool a round often sees a release that another client's allocation took
+// at once; rounds are cheap (one call per node) and back off with jitter.
+const maxCollects = 64
 
 // lookup maps a frequency to its partition.
 func (n *Node) lookup(f uint32) (int, error) {
@@ -134,8 +136,12 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 	for round := 0; round < maxCollects; round++ {
 		if round > 0 {
 			n.view.Store(nil)
+			pause := n.jitter(time.Duration(min(round, 10)) * time.Millisecond)
 			if len(missing) > 0 {
-				if err := sleepCtx(ctx, time.Duration(round)*20*time.Millisecond); err != nil {
+				pause = time.Duration(min(round, 10)) * 20 * time.Millisecond
+			}
+			if round > 1 || len(missing) > 0 {
+				if err := sleepCtx(ctx, pause); err != nil {
 					return nil, fmt.Errorf("allocate: %w: %w", freqd.ErrUnavailable, err)
 				}
 			}
@@ -155,7 +161,7 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 			if _, ok := covered[uint32(id)]; ok {
 				continue
 			}
-			target := n.targetFor(v, id)
+			target := n.targetFor(v, id, nil)
 			if target == "" || asked[target] {
 				continue
 			}
@@ -205,6 +211,16 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 		return nil, fmt.Errorf("no free frequency found, and partitions %v are unavailable: %w", missing, freqd.ErrUnavailable)
 	}
 	return nil, fmt.Errorf("no free frequency found, but the pool kept changing under contention; retry: %w", freqd.ErrUnavailable)
+}
+
+// jitter returns a random duration in [0, d).
+func (n *Node) jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	n.rndMu.Lock()
+	defer n.rndMu.Unlock()
+	return time.Duration(n.rnd.Int64N(int64(d)))
 }
 
 // Release frees frequency f held by client.

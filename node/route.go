@@ -88,8 +88,9 @@ func (e *NotOwnerError) Error() string {
 func (e *NotOwnerError) Is(target error) bool { return target == freqd.ErrNotOwner }
 
 // maxRoutes bounds how often a request is routed again after a not-owner
-// answer (the partition moved between lookup and arrival).
-const maxRoutes = 4
+// answer (the partition moved between lookup and arrival) or a holder that
+// could not be reached.
+const maxRoutes = 6
 
 // onPartition runs a request on the node that holds partition id: locally
 // if this node holds it, else by one hop to the holder (the peer never
@@ -98,6 +99,7 @@ const maxRoutes = 4
 func (n *Node) onPartition(ctx context.Context, id int, local func(*shard) error, remote func(peerClient) error) error {
 	hint := ""
 	var last error
+	unreachable := make(map[string]bool)
 	for attempt := 0; attempt < maxRoutes; attempt++ {
 		if attempt > 0 {
 			n.view.Store(nil)
@@ -117,10 +119,13 @@ func (n *Node) onPartition(ctx context.Context, id int, local func(*shard) error
 		target := hint
 		hint = ""
 		v := n.currentView()
-		if target == "" || v.addr[target] == "" {
-			target = n.targetFor(v, id)
+		if target == "" || v.addr[target] == "" || unreachable[target] {
+			target = n.targetFor(v, id, unreachable)
 		}
 		if target == "" {
+			if last != nil {
+				return fmt.Errorf("partition %d (%s) has no reachable holder (%v): %w", id, n.spanString(id), last, freqd.ErrUnavailable)
+			}
 			return fmt.Errorf("partition %d (%s) has no live holder: %w", id, n.spanString(id), freqd.ErrUnavailable)
 		}
 		if target == n.opts.Name {
@@ -139,7 +144,11 @@ func (n *Node) onPartition(ctx context.Context, id int, local func(*shard) error
 			continue
 		}
 		if transport.NotSent(err) {
-			return fmt.Errorf("partition %d: holder %s unreachable: %w: %w", id, target, freqd.ErrUnavailable, err)
+			// Not sent, so not applied: gossip may still name a node that
+			// has just left. Route again around it.
+			unreachable[target] = true
+			last = fmt.Errorf("holder %s unreachable: %w", target, err)
+			continue
 		}
 		return err
 	}
@@ -148,11 +157,11 @@ func (n *Node) onPartition(ctx context.Context, id int, local func(*shard) error
 
 // targetFor picks the node to send a partition's request to: the holder
 // gossip reports, else the ring owner.
-func (n *Node) targetFor(v *routeView, id int) string {
-	if h := v.holder[id]; h != "" {
+func (n *Node) targetFor(v *routeView, id int, avoid map[string]bool) string {
+	if h := v.holder[id]; h != "" && !avoid[h] {
 		return h
 	}
-	if o, ok := n.ring.Load().Owner(id); ok {
+	if o, ok := n.ring.Load().Owner(id); ok && !avoid[o] {
 		if _, alive := v.addr[o]; alive {
 			return o
 		}

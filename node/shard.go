@@ -123,3 +123,21 @@ func (s *shard) endHandoff(done bool, to string) {
 	close(s.settled)
 	s.settled = make(chan struct{})
 }
+
+// retire marks a shard replaced by a newer copy of its partition on this
+// node: commands waiting on it are told to route again (and find the new
+// one), and a handoff still in flight can no longer revive it.
+func (s *shard) retire(self string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == shardGone {
+		return
+	}
+	wasHandingOff := s.state == shardHandingOff
+	s.state = shardGone
+	s.movedTo = self
+	if wasHandingOff {
+		close(s.settled)
+		s.settled = make(chan struct{})
+	}
+}

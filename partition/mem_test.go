@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+
+	"github.com/freqd/freqd/pool"
 )
 
 func clientIDs(n int) []string {
@@ -103,5 +105,11 @@ func BenchmarkGrantSpecificRelease(b *testing.B) {
 			b.Fatal(rel.Err)
 		}
 		i++
+	}
+}
+
+func TestMaxSizeMatchesPool(t *testing.T) {
+	if MaxSize != pool.MaxSpanSize {
+		t.Fatalf("partition.MaxSize %d != pool.MaxSpanSize %d", MaxSize, pool.MaxSpanSize)
 	}
 }

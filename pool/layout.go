@@ -20,6 +20,11 @@ const DefaultPartitions = 128
 // the memory of a Layout and of the per-partition state of a node.
 const MaxPartitions = 1 << 20
 
+// MaxSpanSize is the most frequencies one partition may hold; it matches
+// partition.MaxSize. NewLayout rejects a partition count that would leave
+// a larger partition.
+const MaxSpanSize = 1 << 30
+
 // Span is one partition's sub-range of the pool, First <= Last, inclusive.
 type Span struct {
 	ID          int
@@ -49,9 +54,10 @@ type Layout struct {
 // NewLayout cuts ranges into partitions partitions; see the package doc for
 // how. partitions == 0 means min(DefaultPartitions, total frequencies) but
 // at least len(ranges). It is an error if partitions is negative, larger
-// than MaxPartitions, larger than the number of frequencies, or smaller
-// than the number of ranges; or if the ranges are empty, reversed or
-// overlap. ranges is not modified.
+// than MaxPartitions, larger than the number of frequencies, smaller than
+// the number of ranges, or so small that a partition would exceed
+// MaxSpanSize; or if the ranges are empty, reversed or overlap. ranges is
+// not modified.
 func NewLayout(ranges []Range, partitions int) (*Layout, error) {
 	if len(ranges) == 0 {
 		return nil, errors.New("pool: no ranges configured")
@@ -96,6 +102,11 @@ func NewLayout(ranges []Range, partitions int) (*Layout, error) {
 			}
 			spans = append(spans, Span{ID: len(spans), First: uint32(first), Last: uint32(first + sz - 1)})
 			first += sz
+		}
+	}
+	for _, sp := range spans {
+		if sp.Size() > MaxSpanSize {
+			return nil, fmt.Errorf("pool.partitions=%d leaves partition %v with %d frequencies, more than the maximum %d: use more partitions", partitions, sp, sp.Size(), MaxSpanSize)
 		}
 	}
 	l := &Layout{ranges: rs, spans: spans, size: total}

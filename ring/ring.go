@@ -136,9 +136,10 @@ func build(cfg Config, members []string, h consistent.Hasher, validate bool) (r 
 		}
 	}
 	cfg = cfg.withDefaults()
-	if points := len(members) * cfg.VirtualNodes; validate && points > MaxPoints {
-		return nil, fmt.Errorf("ring: %d members x %d virtual nodes = %d points, more than %d: %w",
-			len(members), cfg.VirtualNodes, points, MaxPoints, freqd.ErrInvalidArgument)
+	if validate {
+		if err := checkPoints(len(members), cfg.VirtualNodes); err != nil {
+			return nil, err
+		}
 	}
 
 	sorted := slices.Clone(members)
@@ -230,6 +231,15 @@ func build(cfg Config, members []string, h consistent.Hasher, validate bool) (r 
 		r.replicas[oi] = reps
 	}
 	return r, nil
+}
+
+// checkPoints enforces MaxPoints.
+func checkPoints(members, virtualNodes int) error {
+	if points := members * virtualNodes; points > MaxPoints {
+		return fmt.Errorf("ring: %d members x %d virtual nodes = %d points, more than %d: %w",
+			members, virtualNodes, points, MaxPoints, freqd.ErrInvalidArgument)
+	}
+	return nil
 }
 
 // version hashes the configuration (with defaults applied) and the sorted

@@ -89,7 +89,7 @@ func checkInvariants(t testing.TB, r *Ring, cfg Config, members []string) {
 	}
 
 	wantN := min(eff.ReplicationFactor, len(want))
-	bound := int(math.Ceil(float64(eff.Partitions) / float64(len(want)) * eff.Load))
+	bound := math.Ceil(float64(eff.Partitions) / float64(len(want)) * eff.Load) // may be huge: keep it a float
 	owners := make(map[string][]int)
 	for p := range eff.Partitions {
 		o, ok := r.Owner(p)
@@ -129,8 +129,8 @@ func checkInvariants(t testing.TB, r *Ring, cfg Config, members []string) {
 		if !slices.Equal(got, owners[m]) {
 			t.Fatalf("Owned(%q) = %v, want %v", m, got, owners[m])
 		}
-		if len(got) > bound {
-			t.Fatalf("Owned(%q) has %d partitions, more than the bound ceil(%d/%d*%v) = %d",
+		if float64(len(got)) > bound {
+			t.Fatalf("Owned(%q) has %d partitions, more than the bound ceil(%d/%d*%v) = %v",
 				m, len(got), eff.Partitions, len(want), eff.Load, bound)
 		}
 		total += len(got)
@@ -456,6 +456,7 @@ func TestValidate(t *testing.T) {
 		{"defaults", ok, "", ""},
 		{"explicit", Config{Partitions: 1, ReplicationFactor: 1, VirtualNodes: 1, Load: 1}, "", ""},
 		{"max partitions", with(func(c *Config) { c.Partitions = MaxPartitions }), "", ""},
+		{"many partitions", with(func(c *Config) { c.Partitions = 1 << 16 }), "", ""},
 		{"max virtual nodes", with(func(c *Config) { c.VirtualNodes = MaxVirtualNodes }), "", ""},
 		{"large load", with(func(c *Config) { c.Load = 1e300 }), "", ""},
 		{"zero partitions", with(func(c *Config) { c.Partitions = 0 }), "Partitions", "0"},
@@ -474,13 +475,16 @@ func TestValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cfg.Validate()
-			_, newErr := New(tt.cfg, nodes(3))
 			if tt.field == "" {
-				if err != nil || newErr != nil {
-					t.Fatalf("Validate() = %v, New: %v; want both nil", err, newErr)
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				if tt.cfg.Partitions <= 1<<16 { // a million partitions take seconds under -race
+					checkInvariants(t, mustNew(t, tt.cfg, nodes(3)), tt.cfg, nodes(3))
 				}
 				return
 			}
+			_, newErr := New(tt.cfg, nodes(3))
 			if err == nil {
 				t.Fatalf("Validate(%+v) = nil, want an error about %s", tt.cfg, tt.field)
 			}
@@ -521,8 +525,17 @@ func TestNewRejectsMembers(t *testing.T) {
 			}
 		})
 	}
-	// Right at the limit is fine.
-	mustNew(t, Config{Partitions: 16, ReplicationFactor: 2, VirtualNodes: 1000}, nodes(MaxPoints/1000))
+	// The boundary, checked directly: building a ring at the limit takes
+	// seconds under -race.
+	if err := checkPoints(MaxPoints/1000, 1000); err != nil {
+		t.Errorf("checkPoints(%d, 1000) = %v, want nil", MaxPoints/1000, err)
+	}
+	if err := checkPoints(MaxPoints, 1); err != nil {
+		t.Errorf("checkPoints(%d, 1) = %v, want nil", MaxPoints, err)
+	}
+	if err := checkPoints(MaxPoints+1, 1); err == nil {
+		t.Errorf("checkPoints(%d, 1) = nil, want an error", MaxPoints+1)
+	}
 }
 
 // TestNewRecoversFromConsistentPanic reaches the defensive recover in New:
