@@ -169,12 +169,20 @@ func (m *Membership) admit(name string, raw []byte) error {
 	}
 	m.mu.Lock()
 	ours := m.localMeta.Fingerprint
+	ourCluster := m.localMeta.ClusterID
 	logged, seen := m.refused[name]
 	if meta.Fingerprint != ours {
 		m.refused[name] = meta.Fingerprint
 	}
 	m.mu.Unlock()
 	if meta.Fingerprint == ours {
+		if ourCluster != 0 && meta.ClusterID != 0 && meta.ClusterID != ourCluster {
+			m.log.Log(m.ctx, slog.LevelError, "refusing member of another cluster (two clusters formed apart must not merge: each has its own copy of the pool)",
+				slog.String("member", name),
+				slog.String("their_cluster", fmt.Sprintf("%#016x", meta.ClusterID)),
+				slog.String("our_cluster", fmt.Sprintf("%#016x", ourCluster)))
+			return fmt.Errorf("membership: member %q belongs to cluster %#016x, ours is %#016x", name, meta.ClusterID, ourCluster)
+		}
 		return nil
 	}
 	err := fmt.Errorf("membership: member %q has pool fingerprint %#016x, ours is %#016x", name, meta.Fingerprint, ours)

@@ -297,16 +297,16 @@ func (m *Membership) joinEach(ctx context.Context, seeds []string) (int, error) 
 // Members returns every known member, this node included, sorted by name.
 // Dead and left members stay listed for Config.ForgetAfter.
 func (m *Membership) Members() []Member {
-	return m.members2(func(Health) bool { return true })
+	return m.membersWhere(func(Health) bool { return true })
 }
 
 // Alive returns the alive and suspect members (memberlist still routes to
 // suspects), this node included unless it left, sorted by name.
 func (m *Membership) Alive() []Member {
-	return m.members2(Health.Routable)
+	return m.membersWhere(Health.Routable)
 }
 
-func (m *Membership) members2(keep func(Health) bool) []Member {
+func (m *Membership) membersWhere(keep func(Health) bool) []Member {
 	m.mu.Lock()
 	out := make([]Member, 0, len(m.members))
 	for _, e := range m.members {

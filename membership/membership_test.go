@@ -59,7 +59,7 @@ func TestSetMetaPropagates(t *testing.T) {
 		t.Fatalf("LocalMeta %+v", nodes[1].LocalMeta())
 	}
 	for _, m := range nodes {
-		waitFor(t, 5*time.Second, func() (bool, string) {
+		waitFor(t, 20*time.Second, func() (bool, string) {
 			mem, _ := member(m.Members(), nodes[1].LocalName())
 			return mem.Meta == want, fmt.Sprintf("%s sees %+v", m.LocalName(), mem.Meta)
 		})
@@ -89,7 +89,7 @@ func TestLoadsPropagate(t *testing.T) {
 	waitLoads := func(want map[string]Load) {
 		t.Helper()
 		for _, m := range nodes {
-			waitFor(t, 5*time.Second, func() (bool, string) {
+			waitFor(t, 20*time.Second, func() (bool, string) {
 				got := m.Loads()
 				if len(got) != len(want) {
 					return false, fmt.Sprintf("%s has %d loads", m.LocalName(), len(got))
@@ -123,7 +123,7 @@ func TestLateJoinerLearnsLoadsByPushPull(t *testing.T) {
 	nodes[0].SetLoad(bigLoad(300, 1))
 	nodes[1].SetLoad(bigLoad(7, 2))
 	for _, m := range nodes {
-		waitFor(t, 5*time.Second, func() (bool, string) {
+		waitFor(t, 20*time.Second, func() (bool, string) {
 			l := m.Loads()
 			return l["node-0"].Equal(bigLoad(300, 1)) && l["node-1"].Equal(bigLoad(7, 2)), m.LocalName() + " lacks loads"
 		})
@@ -131,7 +131,7 @@ func TestLateJoinerLearnsLoadsByPushPull(t *testing.T) {
 	// Wait for the broadcasts to be spent, so only push-pull can teach the
 	// late joiner.
 	for _, m := range nodes {
-		waitFor(t, 5*time.Second, func() (bool, string) {
+		waitFor(t, 20*time.Second, func() (bool, string) {
 			n := m.queue.NumQueued()
 			return n == 0, fmt.Sprintf("%s has %d broadcasts queued", m.LocalName(), n)
 		})
@@ -151,7 +151,7 @@ func TestLeave(t *testing.T) {
 	c := newCluster(t)
 	nodes := c.join(3)
 	nodes[2].SetLoad(bigLoad(3, 3))
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	waitFor(t, 20*time.Second, func() (bool, string) {
 		_, ok := nodes[0].Loads()["node-2"]
 		return ok, "node-0 lacks node-2's load"
 	})
@@ -163,7 +163,7 @@ func TestLeave(t *testing.T) {
 		t.Fatalf("leaving node's meta state %v", nodes[2].LocalMeta().State)
 	}
 	for _, m := range nodes[:2] {
-		waitFor(t, 5*time.Second, func() (bool, string) {
+		waitFor(t, 20*time.Second, func() (bool, string) {
 			mem, ok := member(m.Members(), "node-2")
 			return !ok || mem.Health == HealthLeft, fmt.Sprintf("%s sees %v", m.LocalName(), names(m.Members()))
 		})
@@ -288,7 +288,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	for i, m := range nodes {
 		m.SetLoad(bigLoad(10, uint64(i)))
 	}
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	waitFor(t, 20*time.Second, func() (bool, string) {
 		return len(nodes[0].Loads()) == 3, "loads"
 	})
 	for _, m := range nodes {

@@ -96,6 +96,12 @@ type Meta struct {
 	// Fingerprint identifies the pool layout. Members with a fingerprint
 	// different from ours are refused (see the package doc).
 	Fingerprint uint64
+	// ClusterID names the cluster the node belongs to, chosen at random by
+	// the node that created the pool; 0 until the node has joined one. Two
+	// members with different non-zero ClusterIDs refuse each other, so two
+	// clusters that formed apart (each with its own copy of the pool) never
+	// merge and fork the pool.
+	ClusterID uint64
 }
 
 // Meta wire format, version 1 (all of it, nothing may follow):
@@ -104,11 +110,12 @@ type Meta struct {
 //	byte    state (1..3)
 //	byte    flags (bit 0 = initialized; other bits must be zero)
 //	8 bytes fingerprint, big endian
+//	8 bytes cluster id, big endian
 //	uvarint len(APIAddr), then APIAddr (UTF-8, at most MaxAPIAddrLen bytes)
 const (
 	metaVersion1   = 1
 	metaFlagInit   = 1 << 0
-	metaFixedLen   = 1 + 1 + 1 + 8
+	metaFixedLen   = 1 + 1 + 1 + 8 + 8
 	flagsKnownMask = metaFlagInit
 	// MaxAPIAddrLen is the longest Meta.APIAddr accepted, in bytes.
 	MaxAPIAddrLen = 255
@@ -150,6 +157,7 @@ func (m Meta) MarshalBinary() ([]byte, error) {
 	}
 	b = append(b, metaVersion1, byte(m.State), flags)
 	b = binary.BigEndian.AppendUint64(b, m.Fingerprint)
+	b = binary.BigEndian.AppendUint64(b, m.ClusterID)
 	b = binary.AppendUvarint(b, uint64(len(m.APIAddr)))
 	b = append(b, m.APIAddr...)
 	return b, nil
@@ -173,6 +181,7 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 		State:       State(b[1]),
 		Initialized: b[2]&metaFlagInit != 0,
 		Fingerprint: binary.BigEndian.Uint64(b[3:11]),
+		ClusterID:   binary.BigEndian.Uint64(b[11:19]),
 	}
 	r := reader{b: b[metaFixedLen:]}
 	addr, err := r.bytes(MaxAPIAddrLen)

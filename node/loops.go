@@ -136,7 +136,7 @@ func (n *Node) bootstrapStep() (bool, error) {
 			continue
 		}
 		if m.Meta.Initialized && m.Name != n.opts.Name {
-			meta.Initialized, meta.State = true, membership.StateActive
+			meta.Initialized, meta.State, meta.ClusterID = true, membership.StateActive, m.Meta.ClusterID
 			if err := n.ml.SetMeta(meta); err != nil {
 				return false, fmt.Errorf("join initialised cluster: %w", err)
 			}
@@ -155,6 +155,11 @@ func (n *Node) bootstrapStep() (bool, error) {
 		n.install(newShard(n.newPartition(id), 1))
 	}
 	meta.Initialized, meta.State = true, membership.StateActive
+	for meta.ClusterID == 0 {
+		n.rndMu.Lock()
+		meta.ClusterID = n.rnd.Uint64()
+		n.rndMu.Unlock()
+	}
 	if err := n.ml.SetMeta(meta); err != nil {
 		return false, fmt.Errorf("announce new cluster: %w", err)
 	}

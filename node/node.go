@@ -252,7 +252,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if len(gc.Seeds) > 0 {
 		if _, err := ml.JoinSeeds(ctx); err != nil {
 			// Not fatal: the rejoin loop keeps trying while seeds are missing.
-			n.log.Warn("could not join seeds yet; will retry", "seeds", gc.Seeds, "err", err)
+			n.log.Info("could not join seeds yet; will retry", "seeds", gc.Seeds, "err", err)
 		}
 	}
 	// Only now may the node decide to create a new cluster: had it done so
