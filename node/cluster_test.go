@@ -162,3 +162,26 @@ func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 	defer ccancel()
 	w.check(cctx, c.addrs())
 }
+
+// Two clusters that formed apart each have their own copy of the pool;
+// letting them merge would hand out every frequency twice. They refuse.
+func TestClustersFormedApartDoNotMerge(t *testing.T) {
+	a := startCluster(t, 1, clusterOpts{prefix: "a"})
+	b := startCluster(t, 1, clusterOpts{prefix: "b"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := b.client(b.addrs()[0]).Join(ctx, a.seeds)
+	if err == nil {
+		t.Fatal("joining a node of another cluster succeeded")
+	}
+	t.Logf("join refused as expected: %v", err)
+	for _, c := range []*testCluster{a, b} {
+		n := c.live()[0]
+		if got := n.ring.Load().Len(); got != 1 {
+			t.Errorf("%s: ring has %d members after the refused merge, want 1", n.Name(), got)
+		}
+		if k := len(n.heldShards()); k != c.layout.Partitions() {
+			t.Errorf("%s holds %d partitions, want all %d", n.Name(), k, c.layout.Partitions())
+		}
+	}
+}

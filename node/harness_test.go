@@ -32,6 +32,7 @@ type clusterOpts struct {
 	partitions int
 	strategy   Strategy
 	factor     int
+	prefix     string // node name prefix (default "n")
 }
 
 // freeAddr returns a loopback host:port free for both TCP and UDP now.
@@ -72,6 +73,9 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	if o.factor == 0 {
 		o.factor = 3
 	}
+	if o.prefix == "" {
+		o.prefix = "n"
+	}
 	rs, err := pool.ParseRanges(o.ranges)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +91,7 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	}
 	c.seeds = addrs
 	for i := 0; i < n; i++ {
-		c.startNode(fmt.Sprintf("n%d", i+1), addrs[i], addrs, n)
+		c.startNode(fmt.Sprintf("%s%d", o.prefix, i+1), addrs[i], addrs, n)
 	}
 	t.Cleanup(c.closeAll)
 	c.waitStable(20 * time.Second)
