@@ -1,12 +1,10 @@
 package config
 
 import (
-	"errors"
 	"fmt"
-	"math"
 	"sort"
-	"strconv"
-	"strings"
+
+	"github.com/freqd/freqd/pool"
 )
 
 // freqRange is an inclusive range of frequencies, first <= last.
@@ -16,59 +14,14 @@ type freqRange struct{ first, last uint32 }
 // 2^32 of them.
 func (r freqRange) size() uint64 { return uint64(r.last) - uint64(r.first) + 1 }
 
-// parseRange reads "first-last" or a single frequency "f", in decimal,
-// 0..4294967295. Spaces around the range and around the dash are ignored;
-// this is the syntax of package pool's ParseRange, so a range config
-// accepts is one pool accepts.
+// parseRange reads "first-last" or a single frequency "f" with package
+// pool's parser, so a range config accepts is exactly one pool accepts.
 func parseRange(s string) (freqRange, error) {
-	t := strings.TrimSpace(s)
-	if t == "" {
-		return freqRange{}, errors.New("empty range")
-	}
-	if t[0] == '-' {
-		return freqRange{}, errors.New("frequencies cannot be negative")
-	}
-	first, last, isRange := strings.Cut(t, "-")
-	if !isRange {
-		f, err := parseFreq(first)
-		if err != nil {
-			return freqRange{}, err
-		}
-		return freqRange{f, f}, nil
-	}
-	if strings.Contains(last, "-") {
-		return freqRange{}, errors.New(`want "first-last" or a single frequency`)
-	}
-	lo, err := parseFreq(first)
+	r, err := pool.ParseRange(s)
 	if err != nil {
-		return freqRange{}, fmt.Errorf("first: %w", err)
+		return freqRange{}, err
 	}
-	hi, err := parseFreq(last)
-	if err != nil {
-		return freqRange{}, fmt.Errorf("last: %w", err)
-	}
-	if lo > hi {
-		return freqRange{}, fmt.Errorf("reversed: first %d is greater than last %d", lo, hi)
-	}
-	return freqRange{lo, hi}, nil
-}
-
-// parseFreq reads one decimal frequency 0..4294967295, no sign.
-func parseFreq(s string) (uint32, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, errors.New("missing frequency")
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, fmt.Errorf("%q is not a frequency (a whole number 0..%d)", s, uint32(math.MaxUint32))
-		}
-	}
-	v, err := strconv.ParseUint(s, 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("%s is larger than the largest frequency %d", s, uint32(math.MaxUint32))
-	}
-	return uint32(v), nil
+	return freqRange{r.First, r.Last}, nil
 }
 
 // checkRanges validates pool.ranges: at least one, each parses, none
