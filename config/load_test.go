@@ -43,7 +43,7 @@ func TestLoadRejects(t *testing.T) {
 		{"list item not a string", "gossip:\n  seeds: [127.0.0.1:1, 7]\n", "gossip.seeds[1]", "gossip.seeds[1] = 7: want a string"},
 		{"list item a list", "pool:\n  ranges: [[1, 2]]\n", "pool.ranges[0]", "want a string, found a list"},
 		{"reversed range", "pool:\n  ranges: [\"15-10\"]\n", "pool.ranges[0]",
-			`pool.ranges[0] = "15-10": pool range "15-10": first 15 is greater than last 10`},
+			`pool.ranges[0] = "15-10": pool range "15-10": reversed: first 15 is greater than last 10`},
 		{"overlapping ranges", "pool:\n  ranges: [\"10-15\", \"12-20\"]\n", "pool.ranges[1]",
 			`pool.ranges[1] = "12-20": overlaps pool.ranges[0] = "10-15"`},
 		{"duplicate ranges", "pool:\n  ranges: [\"10-15\", \"10-15\"]\n", "pool.ranges[1]", "overlaps pool.ranges[0]"},

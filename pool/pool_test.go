@@ -43,7 +43,7 @@ func TestParseRange(t *testing.T) {
 		{in: "\t0-0\n", want: Range{0, 0}},
 		{in: "0-4294967295", want: Range{0, math.MaxUint32}},
 		{in: "4294967295", want: Range{math.MaxUint32, math.MaxUint32}},
-		{in: "15-10", wantErr: `pool range "15-10": first 15 is greater than last 10`},
+		{in: "15-10", wantErr: `pool range "15-10": reversed: first 15 is greater than last 10`},
 		{in: "", wantErr: `pool range "": empty`},
 		{in: "   ", wantErr: `pool range "   ": empty`},
 		{in: "-5", wantErr: `pool range "-5": frequencies cannot be negative`},

@@ -38,7 +38,7 @@ func (r Range) Contains(f uint32) bool { return r.First <= f && f <= r.Last }
 
 // ParseRange parses "first-last" or a single frequency "f". Spaces around
 // the range and around the dash are ignored. The error names the input, as
-// in `pool range "15-10": first 15 is greater than last 10`.
+// in `pool range "15-10": reversed: first 15 is greater than last 10`.
 func ParseRange(s string) (Range, error) {
 	r, err := parseRange(s)
 	if err != nil {
@@ -73,7 +73,7 @@ func parseRange(s string) (Range, error) {
 			return Range{}, fmt.Errorf("last: %w", err)
 		}
 		if first > last {
-			return Range{}, fmt.Errorf("first %d is greater than last %d", first, last)
+			return Range{}, fmt.Errorf("reversed: first %d is greater than last %d", first, last)
 		}
 		return Range{First: first, Last: last}, nil
 	default:
