@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,5 +184,47 @@ func TestClustersFormedApartDoNotMerge(t *testing.T) {
 		if k := len(n.heldShards()); k != c.layout.Partitions() {
 			t.Errorf("%s holds %d partitions, want all %d", n.Name(), k, c.layout.Partitions())
 		}
+	}
+}
+
+// Before replication (issue 3), a crashed node's partitions are
+// unavailable, with a clear error, while every other partition serves.
+func TestCrashedNodePartitionsAreUnavailable(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{ranges: []string{"1-120"}, partitions: 12})
+	live := c.live()
+	victim, survivor := live[2], live[0]
+	lost := make(map[int]bool)
+	for _, s := range victim.heldShards() {
+		lost[s.id] = true
+	}
+	if len(lost) == 0 {
+		t.Fatal("victim holds no partition")
+	}
+	if err := victim.Close(); err != nil { // a crash, as far as the others can tell
+		t.Logf("close: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := c.client(survivor.APIAddr())
+	for _, sp := range c.layout.Spans() {
+		_, err := cl.AllocateFrequency(ctx, "x", sp.First)
+		switch {
+		case lost[sp.ID] && !errors.Is(err, freqd.ErrUnavailable):
+			t.Errorf("partition %d was on the crashed node: allocate = %v, want ErrUnavailable", sp.ID, err)
+		case lost[sp.ID]:
+			if want := fmt.Sprintf("partition %d", sp.ID); !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not name %s", err, want)
+			}
+		case err != nil:
+			t.Errorf("partition %d on a live node: allocate = %v", sp.ID, err)
+		}
+	}
+	waitFor(t, 30*time.Second, "survivor to report the lost partitions in Status", func() bool {
+		survivor.view.Store(nil)
+		return len(survivor.Status().GetUnavailable()) == len(lost)
+	})
+	// Allocations of any frequency still succeed from the live partitions.
+	if _, err := cl.Allocate(ctx, "y"); err != nil {
+		t.Fatalf("allocate any with one node down: %v", err)
 	}
 }

@@ -22,6 +22,11 @@ import (
 // at once; rounds are cheap (one call per node) and back off with jitter.
 const maxCollects = 64
 
+// maxIncomplete is how many rounds in a row may miss some partitions (no
+// reachable holder: a node crashed, or a handoff is stuck) before the
+// allocation answers Unavailable instead of waiting on.
+const maxIncomplete = 3
+
 // lookup maps a frequency to its partition.
 func (n *Node) lookup(f uint32) (int, error) {
 	id, ok := n.layout.Lookup(f)
@@ -133,7 +138,8 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 	P := n.layout.Partitions()
 	var prev map[uint32]uint64
 	var missing []int
-	for round := 0; round < maxCollects; round++ {
+	incomplete := 0 // consecutive rounds that could not reach every partition
+	for round := 0; round < maxCollects && incomplete < maxIncomplete; round++ {
 		if round > 0 {
 			n.view.Store(nil)
 			pause := n.jitter(time.Duration(min(round, 10)) * time.Millisecond)
@@ -200,8 +206,10 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 		}
 		if len(missing) > 0 {
 			prev = nil
+			incomplete++
 			continue
 		}
+		incomplete = 0
 		if prev != nil && maps.Equal(prev, covered) {
 			return nil, fmt.Errorf("all %d frequencies in the pool are held: %w", n.layout.Size(), freqd.ErrNoFrequency)
 		}
