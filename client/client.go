@@ -149,10 +149,20 @@ func (c *Client) allocate(ctx context.Context, req *freqdv1.AllocateRequest) (Gr
 // freqd.ErrNotHeld; one held by another client gives freqd.ErrNotHolder.
 // Either way nothing changes, so releasing twice is safe.
 func (c *Client) Release(ctx context.Context, clientID string, f uint32) error {
-	_, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.ReleaseResponse], error) {
+	_, err := c.ReleaseDetail(ctx, clientID, f)
+	return err
+}
+
+// ReleaseDetail is Release that also reports where the release was applied
+// (partition and node).
+func (c *Client) ReleaseDetail(ctx context.Context, clientID string, f uint32) (*freqdv1.ReleaseResponse, error) {
+	res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.ReleaseResponse], error) {
 		return s.Release(ctx, connect.NewRequest(&freqdv1.ReleaseRequest{ClientId: clientID, Frequency: f}))
 	})
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return res.Msg, nil
 }
 
 // Holder tells who holds frequency f.

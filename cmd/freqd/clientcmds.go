@@ -120,13 +120,14 @@ func releaseCmd() *cobra.Command {
 				return err
 			}
 			defer cancel()
-			if err := c.Release(ctx, id, fv); err != nil {
+			res, err := c.ReleaseDetail(ctx, id, fv)
+			if err != nil {
 				return err
 			}
 			if f.json {
-				return printJSON(cmd.OutOrStdout(), &freqdv1.ReleaseRequest{ClientId: id, Frequency: fv})
+				return printJSON(cmd.OutOrStdout(), res)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released %d from %s\n", fv, id)
+			fmt.Fprintf(cmd.OutOrStdout(), "released %d from %s (partition %d on %s)\n", fv, id, res.GetPartition(), res.GetNode())
 			return nil
 		},
 	}

@@ -36,6 +36,9 @@ func devConfigs(o devOptions) ([]config.Config, error) {
 	if o.nodes < 1 || o.nodes > 64 {
 		return nil, fmt.Errorf("--nodes %d: want 1 to 64", o.nodes)
 	}
+	if o.apiPort < o.gossipPort+o.nodes && o.gossipPort < o.apiPort+o.nodes {
+		return nil, fmt.Errorf("--api-port %d and --gossip-port %d: the %d ports from each overlap", o.apiPort, o.gossipPort, o.nodes)
+	}
 	var gossip []string
 	for i := 0; i < o.nodes; i++ {
 		gossip = append(gossip, fmt.Sprintf("127.0.0.1:%d", o.gossipPort+i))
