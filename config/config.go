@@ -18,7 +18,7 @@ var defaultYAML []byte
 const (
 	// StrategyLocalFirst tries a partition this node owns first.
 	StrategyLocalFirst = "local-first"
-	// StrategyRoundRobin rotates over all partitions.
+	// StrategyRoundRobin rotates over the partitions with free space (by gossip).
 	StrategyRoundRobin = "round-robin"
 	// StrategyMostFree tries the partition with the most free frequencies.
 	StrategyMostFree = "most-free"
@@ -105,7 +105,7 @@ type Gossip struct {
 	// PushPullInterval overrides the profile's; 0 keeps it
 	// (gossip.push_pull_interval).
 	PushPullInterval time.Duration
-	// RejoinInterval is how often to retry the seeds while alone; 0 means
+	// RejoinInterval is how often to re-join seeds that are not alive members; 0 means
 	// the node's built-in value (gossip.rejoin_interval).
 	RejoinInterval time.Duration
 }
@@ -170,8 +170,8 @@ func Default() Config {
 }
 
 // YAML returns c as a config file that loads back to c: every key, in the
-// order of default.yaml, durations written as "5s". It is how `freqd dev`
-// writes per-node configs. It does not validate c.
+// order of default.yaml, durations written as "5s", for tools that write
+// per-node config files. It does not validate c.
 func (c Config) YAML() ([]byte, error) {
 	type node struct {
 		Name    string `yaml:"name"`

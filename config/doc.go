@@ -43,7 +43,7 @@
 // anything starts.
 //
 // Config.YAML writes a Config back as a file that loads to the same
-// value; `freqd dev` uses it to generate per-node configs. Working
+// value, for tools that write per-node config files. Working
 // examples live in config/examples: local-3 (three nodes on one host) and
 // hosts-3 (three hosts).
 package config

@@ -125,7 +125,7 @@ func (o *Options) setDefaults() error {
 }
 
 // Node is one freqd process: a shard holding some partitions and a router
-// for every request. See doc.go for who owns which state.
+// for every request. The package doc says who owns which state.
 type Node struct {
 	opts   Options
 	log    *slog.Logger

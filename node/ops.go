@@ -97,8 +97,8 @@ func (n *Node) applyGrant(ctx context.Context, s *shard, client string, f uint32
 }
 
 // allocLocal grants any free frequency from the partitions this node holds:
-// prefer first (if held), then the others, most free first, unless only is
-// set. Shards in a handoff are skipped. If all it tried are full it returns
+// prefer first (if held), then the others in partition order, unless only
+// is set. Shards in a handoff are skipped. If all it tried are full it returns
 // nil and each tried partition's version, taken in the same critical
 // section as the failed grant.
 func (n *Node) allocLocal(client string, prefer int, only bool) (*freqdv1.AllocateResponse, map[uint32]uint64) {

@@ -171,7 +171,10 @@ func (n *Node) targetFor(v *routeView, id int, avoid map[string]bool) string {
 
 func (n *Node) spanString(id int) string {
 	sp, _ := n.layout.Span(id)
-	return sp.String()
+	if sp.First == sp.Last {
+		return fmt.Sprint(sp.First)
+	}
+	return fmt.Sprintf("%d-%d", sp.First, sp.Last)
 }
 
 // candidates orders every partition for an allocation of any frequency:

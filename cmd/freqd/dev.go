@@ -128,6 +128,16 @@ func runDev(ctx context.Context, out io.Writer, cfgs []config.Config) error {
 		}
 		nodes = append(nodes, n)
 	}
+	// A node told to leave (freqd leave) stops, as `freqd serve` would.
+	for _, n := range nodes {
+		go func() {
+			select {
+			case <-n.Left():
+				_ = n.Close()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	if err := waitFormed(ctx, nodes); err != nil {
 		return err
 	}
