@@ -307,9 +307,10 @@ func (n *Node) receive(req *freqdv1.TransferRequest) error {
 	if p.ID() != id || p.First() != sp.First || p.Last() != sp.Last {
 		return fmt.Errorf("transfer of partition %d: snapshot is partition %d (%d-%d), want %d-%d: %w", id, p.ID(), p.First(), p.Last(), sp.First, sp.Last, freqd.ErrInvalidArgument)
 	}
+	held := p.Held() // read before install: from then on the shard's lock guards p
 	n.install(newShard(p, req.GetEpoch()))
 	n.view.Store(nil)
-	n.log.Info("partition received", "partition", id, "from", req.GetFrom(), "epoch", req.GetEpoch(), "held", p.Held())
+	n.log.Info("partition received", "partition", id, "from", req.GetFrom(), "epoch", req.GetEpoch(), "held", held)
 	return nil
 }
 
