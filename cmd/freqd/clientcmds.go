@@ -31,13 +31,16 @@ func (f *clientFlags) bind(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
 }
 
-func (f *clientFlags) dial() (*client.Client, context.Context, context.CancelFunc, error) {
+// run calls fn with a client for --addr and a context bounded by
+// --timeout.
+func (f *clientFlags) run(fn func(ctx context.Context, c *client.Client) error) error {
 	c, err := client.New(strings.Split(f.addr, ","))
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-	return c, ctx, cancel, nil
+	defer cancel()
+	return fn(ctx, c)
 }
 
 // printJSON writes a message as indented protojson.
@@ -70,30 +73,28 @@ func allocCmd() *cobra.Command {
 		Short: "Allocate a free frequency (or frequency F) to a client",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := f.dial()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			var g client.Grant
-			if freq != "" {
-				fv, err := parseFreq(freq)
-				if err != nil {
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				var g client.Grant
+				var err error
+				if freq != "" {
+					fv, err := parseFreq(freq)
+					if err != nil {
+						return err
+					}
+					g, err = c.AllocateFrequency(ctx, id, fv)
+					if err != nil {
+						return err
+					}
+				} else if g, err = c.Allocate(ctx, id); err != nil {
 					return err
 				}
-				g, err = c.AllocateFrequency(ctx, id, fv)
-				if err != nil {
-					return err
+				out := cmd.OutOrStdout()
+				if f.json {
+					return printJSON(out, &freqdv1.AllocateResponse{Frequency: g.Frequency, Partition: g.Partition, Node: g.Node, Since: tsOf(g.Since)})
 				}
-			} else if g, err = c.Allocate(ctx, id); err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(out, &freqdv1.AllocateResponse{Frequency: g.Frequency, Partition: g.Partition, Node: g.Node, Since: tsOf(g.Since)})
-			}
-			fmt.Fprintf(out, "allocated %d to %s (partition %d on %s)\n", g.Frequency, id, g.Partition, g.Node)
-			return nil
+				fmt.Fprintf(out, "allocated %d to %s (partition %d on %s)\n", g.Frequency, id, g.Partition, g.Node)
+				return nil
+			})
 		},
 	}
 	f.bind(cmd)
@@ -115,20 +116,17 @@ func releaseCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := f.dial()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.ReleaseDetail(ctx, id, fv)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released %d from %s (partition %d on %s)\n", fv, id, res.GetPartition(), res.GetNode())
-			return nil
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				res, err := c.ReleaseDetail(ctx, id, fv)
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), res)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "released %d from %s (partition %d on %s)\n", fv, id, res.GetPartition(), res.GetNode())
+				return nil
+			})
 		},
 	}
 	f.bind(cmd)
@@ -150,29 +148,26 @@ func holderCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := f.dial()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			h, err := c.Holder(ctx, fv)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if f.json {
-				m := &freqdv1.HolderResponse{Frequency: h.Frequency, Held: h.Held, ClientId: h.ClientID, Partition: h.Partition, Node: h.Node}
-				if h.Held {
-					m.Since = tsOf(h.Since)
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				h, err := c.Holder(ctx, fv)
+				if err != nil {
+					return err
 				}
-				return printJSON(out, m)
-			}
-			if !h.Held {
-				fmt.Fprintf(out, "%d is free (partition %d on %s)\n", h.Frequency, h.Partition, h.Node)
+				out := cmd.OutOrStdout()
+				if f.json {
+					m := &freqdv1.HolderResponse{Frequency: h.Frequency, Held: h.Held, ClientId: h.ClientID, Partition: h.Partition, Node: h.Node}
+					if h.Held {
+						m.Since = tsOf(h.Since)
+					}
+					return printJSON(out, m)
+				}
+				if !h.Held {
+					fmt.Fprintf(out, "%d is free (partition %d on %s)\n", h.Frequency, h.Partition, h.Node)
+					return nil
+				}
+				fmt.Fprintf(out, "%d is held by %s since %s (partition %d on %s)\n", h.Frequency, h.ClientID, h.Since.Format(time.RFC3339), h.Partition, h.Node)
 				return nil
-			}
-			fmt.Fprintf(out, "%d is held by %s since %s (partition %d on %s)\n", h.Frequency, h.ClientID, h.Since.Format(time.RFC3339), h.Partition, h.Node)
-			return nil
+			})
 		},
 	}
 	f.bind(cmd)
@@ -186,31 +181,28 @@ func statusCmd() *cobra.Command {
 		Short: "Show members, partitions per node and free/held totals",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := f.dial()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(out, st)
-			}
-			var rs []string
-			for _, r := range st.GetRanges() {
-				rs = append(rs, rangeString(r.GetFirst(), r.GetLast()))
-			}
-			fmt.Fprintf(out, "pool %s: %d frequencies in %d partitions, %d free, %d held (as seen by %s)\n",
-				strings.Join(rs, ","), st.GetTotal(), st.GetPartitions(), st.GetFree(), st.GetHeld(), st.GetNode())
-			fmt.Fprintf(out, "replication factor %d, routing %s\n", st.GetReplicationFactor(), st.GetStrategy())
-			if len(st.GetUnavailable()) > 0 {
-				fmt.Fprintf(out, "UNAVAILABLE partitions (no live holder): %v\n", st.GetUnavailable())
-			}
-			printMembers(out, st.GetMembers())
-			return nil
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if f.json {
+					return printJSON(out, st)
+				}
+				var rs []string
+				for _, r := range st.GetRanges() {
+					rs = append(rs, rangeString(r.GetFirst(), r.GetLast()))
+				}
+				fmt.Fprintf(out, "pool %s: %d frequencies in %d partitions, %d free, %d held (as seen by %s)\n",
+					strings.Join(rs, ","), st.GetTotal(), st.GetPartitions(), st.GetFree(), st.GetHeld(), st.GetNode())
+				fmt.Fprintf(out, "replication factor %d, routing %s\n", st.GetReplicationFactor(), st.GetStrategy())
+				if len(st.GetUnavailable()) > 0 {
+					fmt.Fprintf(out, "UNAVAILABLE partitions (no live holder): %v\n", st.GetUnavailable())
+				}
+				printMembers(out, st.GetMembers())
+				return nil
+			})
 		},
 	}
 	f.bind(cmd)
@@ -224,20 +216,17 @@ func membersCmd() *cobra.Command {
 		Short: "List cluster members with their state and health",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := f.dial()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), &freqdv1.StatusResponse{Node: st.GetNode(), Members: st.GetMembers()})
-			}
-			printMembers(cmd.OutOrStdout(), st.GetMembers())
-			return nil
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), &freqdv1.StatusResponse{Node: st.GetNode(), Members: st.GetMembers()})
+				}
+				printMembers(cmd.OutOrStdout(), st.GetMembers())
+				return nil
+			})
 		},
 	}
 	f.bind(cmd)
@@ -260,29 +249,26 @@ func ringCmd() *cobra.Command {
 		Short: "Show each partition's range, owner, replicas and current holder",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := f.dial()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			r, err := c.Ring(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(out, r)
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PARTITION\tRANGE\tOWNER\tREPLICAS\tHOLDER\tEPOCH\tFREE\tHELD")
-			for _, p := range r.GetPartitions() {
-				holder := p.GetHolder()
-				if holder == "" {
-					holder = "-"
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				r, err := c.Ring(ctx)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.GetId(), rangeString(p.GetFirst(), p.GetLast()), p.GetOwner(), strings.Join(p.GetReplicas(), ","), holder, p.GetEpoch(), p.GetFree(), p.GetHeld())
-			}
-			return tw.Flush()
+				out := cmd.OutOrStdout()
+				if f.json {
+					return printJSON(out, r)
+				}
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "PARTITION\tRANGE\tOWNER\tREPLICAS\tHOLDER\tEPOCH\tFREE\tHELD")
+				for _, p := range r.GetPartitions() {
+					holder := p.GetHolder()
+					if holder == "" {
+						holder = "-"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.GetId(), rangeString(p.GetFirst(), p.GetLast()), p.GetOwner(), strings.Join(p.GetReplicas(), ","), holder, p.GetEpoch(), p.GetFree(), p.GetHeld())
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	f.bind(cmd)
@@ -296,20 +282,17 @@ func joinCmd() *cobra.Command {
 		Short: "Ask a running node to join more seed peers (gossip host:port)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := f.dial()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			k, err := c.Join(ctx, args)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), &freqdv1.JoinResponse{Joined: uint32(k)})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "joined %d of %d seeds\n", k, len(args))
-			return nil
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				k, err := c.Join(ctx, args)
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), &freqdv1.JoinResponse{Joined: uint32(k)})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "joined %d of %d seeds\n", k, len(args))
+				return nil
+			})
 		},
 	}
 	f.bind(cmd)
@@ -323,20 +306,17 @@ func leaveCmd() *cobra.Command {
 		Short: "Make a node hand its partitions to their new owners and leave",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := f.dial()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			k, err := c.Leave(ctx)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), &freqdv1.LeaveResponse{HandedOff: uint32(k)})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s handed off %d partitions and left\n", c.Addrs()[0], k)
-			return nil
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				k, err := c.Leave(ctx)
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), &freqdv1.LeaveResponse{HandedOff: uint32(k)})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s handed off %d partitions and left\n", c.Addrs()[0], k)
+				return nil
+			})
 		},
 	}
 	f.bind(cmd)
