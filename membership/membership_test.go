@@ -12,6 +12,8 @@ import (
 
 	"github.com/freqd/freqd"
 	"go.uber.org/goleak"
+
+	"github.com/freqd/freqd/internal/testutil"
 )
 
 func TestJoinThreeMembers(t *testing.T) {
@@ -247,7 +249,7 @@ func TestFingerprintMismatchRefused(t *testing.T) {
 
 func TestRejoinSeedThatStartsLater(t *testing.T) {
 	c := newCluster(t)
-	seedAddr := freeAddr(t)
+	seedAddr := testutil.FreeAddr(t)
 	early := c.start("early", withSeeds(seedAddr), withRejoin(100*time.Millisecond))
 	if _, err := early.JoinSeeds(context.Background()); err == nil || !strings.Contains(err.Error(), seedAddr) {
 		t.Fatalf("join of an absent seed: got %v, want an error naming it", err)

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/freqd/freqd/client"
+	"github.com/freqd/freqd/internal/testutil"
 	"github.com/freqd/freqd/membership"
 	"github.com/freqd/freqd/pool"
 )
@@ -33,27 +33,6 @@ type clusterOpts struct {
 	strategy   Strategy
 	factor     int
 	prefix     string // node name prefix (default "n")
-}
-
-// freeAddr returns a loopback host:port free for both TCP and UDP now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen: %v", err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		_ = l.Close()
-		if err != nil {
-			continue
-		}
-		_ = u.Close()
-		return addr
-	}
-	t.Fatal("no free loopback port for TCP and UDP")
-	return ""
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -87,7 +66,7 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	c := &testCluster{t: t, layout: layout, opts: o}
 	addrs := make([]string, n)
 	for i := range addrs {
-		addrs[i] = freeAddr(t)
+		addrs[i] = testutil.FreeAddr(t)
 	}
 	c.seeds = addrs
 	for i := 0; i < n; i++ {
@@ -143,7 +122,7 @@ func (c *testCluster) startNode(name, gossipAddr string, seeds []string, expect 
 // addNode starts one more node that joins the running cluster.
 func (c *testCluster) addNode(name string) *Node {
 	c.t.Helper()
-	return c.startNode(name, freeAddr(c.t), c.seeds, 1)
+	return c.startNode(name, testutil.FreeAddr(c.t), c.seeds, 1)
 }
 
 func (c *testCluster) closeAll() {

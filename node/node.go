@@ -1,12 +1,14 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -351,11 +353,10 @@ func (n *Node) heldShards() []*shard {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	out := make([]*shard, 0, len(n.shards))
-	for i := 0; i < n.layout.Partitions(); i++ {
-		if s, ok := n.shards[i]; ok {
-			out = append(out, s)
-		}
+	for _, s := range n.shards {
+		out = append(out, s)
 	}
+	slices.SortFunc(out, func(a, b *shard) int { return cmp.Compare(a.id, b.id) })
 	return out
 }
 

@@ -102,13 +102,15 @@ func (n *Node) applyGrant(ctx context.Context, s *shard, client string, f uint32
 // nil and each tried partition's version, taken in the same critical
 // section as the failed grant.
 func (n *Node) allocLocal(client string, prefer int, only bool) (*freqdv1.AllocateResponse, map[uint32]uint64) {
-	shards := n.heldShards()
-	order := make([]*shard, 0, len(shards))
-	for _, s := range shards {
-		if s.id == prefer {
-			order = append([]*shard{s}, order...)
-		} else if !only {
-			order = append(order, s)
+	var order []*shard
+	if s := n.localShard(prefer); s != nil {
+		order = append(order, s)
+	}
+	if !only {
+		for _, s := range n.heldShards() {
+			if s.id != prefer {
+				order = append(order, s)
+			}
 		}
 	}
 	versions := make(map[uint32]uint64, len(order))

@@ -192,10 +192,17 @@ func (p *Partition) grantFreq(c Command) Result {
 // grant moves free offset off to client c.Client's list.
 func (p *Partition) grant(off uint32, c Command) {
 	p.unlinkFree(off)
-	slot := p.intern(c.Client)
+	p.linkHeld(off, p.intern(c.Client), c.At)
+	p.version++
+}
+
+// linkHeld records off as held by the client in slot since the given time,
+// appending it to that client's list (so HeldBy is in grant order). off
+// must be in no list.
+func (p *Partition) linkHeld(off, slot uint32, since int64) {
 	cl := &p.clients[slot]
 	p.holder[off] = slot
-	p.since[off] = c.At
+	p.since[off] = since
 	p.prev[off], p.next[off] = cl.tail, none
 	if cl.tail == none {
 		cl.head = off
@@ -204,7 +211,6 @@ func (p *Partition) grant(off uint32, c Command) {
 	}
 	cl.tail = off
 	cl.count++
-	p.version++
 }
 
 func (p *Partition) release(c Command) Result {

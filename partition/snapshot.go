@@ -179,17 +179,7 @@ func restore(b []byte) (*Partition, error) {
 			if r.err != nil {
 				return nil, r.err
 			}
-			cl := &p.clients[slot]
-			p.holder[off] = slot
-			p.since[off] = since
-			p.prev[off], p.next[off] = cl.tail, none
-			if cl.tail == none {
-				cl.head = off
-			} else {
-				p.next[cl.tail] = off
-			}
-			cl.tail = off
-			cl.count++
+			p.linkHeld(off, slot, since)
 		}
 	}
 	if held != size-nfree {
