@@ -30,12 +30,17 @@ var (
 	// ErrUnavailable means the partition or node needed is not reachable or
 	// not serving now; the request was not applied.
 	ErrUnavailable = errors.New("freqd: unavailable")
+	// ErrOutcomeUnknown means the request may or may not have been applied:
+	// it reached a primary that crashed, stepped down or could not commit
+	// before the deadline. An allocation retried with the same request id,
+	// or a release retried by its holder, is then safe.
+	ErrOutcomeUnknown = errors.New("freqd: outcome unknown")
 	// ErrNotOwner is node-to-node: the receiving node does not hold the
 	// partition (it moved, or has not arrived yet); the request was not
 	// applied and the caller should route again.
 	ErrNotOwner = errors.New("freqd: node does not hold the partition")
-	// ErrStaleEpoch is node-to-node: a partition transfer carried an epoch
-	// older than the one the receiver has.
+	// ErrStaleEpoch is node-to-node: a replication message carried an epoch
+	// older than the one the receiver promised.
 	ErrStaleEpoch = errors.New("freqd: stale partition epoch")
 )
 
@@ -56,6 +61,29 @@ func ValidateClientID(id string) error {
 	for i, r := range id {
 		if unicode.IsControl(r) {
 			return fmt.Errorf("client id has control character %U at byte %d: %w", r, i, ErrInvalidClientID)
+		}
+	}
+	return nil
+}
+
+// MaxRequestIDLen is the longest request id accepted, in bytes.
+const MaxRequestIDLen = 128
+
+// ValidateRequestID checks a client's request id: empty (no request id,
+// so no deduplication of retries), or 1..MaxRequestIDLen bytes of UTF-8
+// with no control characters. The error wraps ErrInvalidArgument.
+func ValidateRequestID(id string) error {
+	switch {
+	case id == "":
+		return nil
+	case len(id) > MaxRequestIDLen:
+		return fmt.Errorf("request id is %d bytes, longer than %d: %w", len(id), MaxRequestIDLen, ErrInvalidArgument)
+	case !utf8.ValidString(id):
+		return fmt.Errorf("request id is not valid UTF-8: %w", ErrInvalidArgument)
+	}
+	for i, r := range id {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("request id has control character %U at byte %d: %w", r, i, ErrInvalidArgument)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -24,6 +25,9 @@ type Grant struct {
 	Partition uint32
 	// Node is the node that made the grant.
 	Node string
+	// Duplicate is true when the grant answers a retry of an earlier call
+	// with the same request id.
+	Duplicate bool
 }
 
 // Holding tells who holds a frequency. Held is false when it is free.
@@ -43,7 +47,12 @@ type options struct {
 	httpClient *http.Client
 	network    transport.Network
 	grpc       bool
+	noRetry    bool
 }
+
+// WithoutRetry makes every call a single attempt (per node, moving on only
+// when a connection could not be made): errors come back as they are.
+func WithoutRetry() Option { return func(o *options) { o.noRetry = true } }
 
 // WithHTTPClient sets the HTTP client (default: a pooled h2c client over TCP).
 func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
@@ -59,6 +68,7 @@ type Client struct {
 	addrs   []string
 	clients []freqdv1connect.FreqdServiceClient
 	next    atomic.Uint64 // index of the address to try first
+	retry   bool
 }
 
 // New returns a client for the nodes at addrs (host:port, or http:// URLs).
@@ -82,7 +92,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	if o.grpc {
 		copts = append(copts, connect.WithGRPC())
 	}
-	c := &Client{}
+	c := &Client{retry: !o.noRetry}
 	for _, a := range addrs {
 		a = strings.TrimSpace(a)
 		if a == "" {
@@ -114,35 +124,76 @@ func call[T any](ctx context.Context, c *Client, fn func(freqdv1connect.FreqdSer
 			return res, nil
 		}
 		if !transport.NotSent(err) || ctx.Err() != nil {
+			if i > 0 || !transport.Answered(transport.FromWire(err)) {
+				// Start the next call elsewhere if this node failed.
+				c.next.Store(uint64(idx + 1))
+			}
 			return nil, transport.FromWire(err)
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", c.addrs[idx], err))
 	}
+	c.next.Add(1)
 	return nil, fmt.Errorf("client: no node reachable: %w: %w", freqd.ErrUnavailable, errors.Join(errs...))
 }
 
+// retryable reports whether a failed call may be sent again: it was not
+// applied (unavailable), or its outcome is unknown and the call is
+// idempotent.
+func retryable(err error) bool {
+	return errors.Is(err, freqd.ErrUnavailable) || transport.Unknown(err)
+}
+
+// backoff sleeps before attempt k (k >= 1) of a retried call; false if ctx
+// ended.
+func backoff(ctx context.Context, k int) bool {
+	d := time.Duration(min(k, 10)) * 25 * time.Millisecond
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// NewRequestID returns a random request id for AllocateWithID.
+func NewRequestID() string { return fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64()) }
+
 // Allocate grants any free frequency to clientID. When the whole pool is
-// held the error matches freqd.ErrNoFrequency.
+// held the error matches freqd.ErrNoFrequency. The call carries a random
+// request id and is retried with it (against other nodes, after a
+// failover) until ctx ends, so it never grants twice.
 func (c *Client) Allocate(ctx context.Context, clientID string) (Grant, error) {
-	return c.allocate(ctx, &freqdv1.AllocateRequest{ClientId: clientID})
+	return c.AllocateWithID(ctx, clientID, NewRequestID(), nil)
 }
 
 // AllocateFrequency grants frequency f to clientID if it is free (or already
 // held by clientID). If another client holds it the error matches
-// freqd.ErrAlreadyHeld.
+// freqd.ErrAlreadyHeld. Retried like Allocate.
 func (c *Client) AllocateFrequency(ctx context.Context, clientID string, f uint32) (Grant, error) {
-	return c.allocate(ctx, &freqdv1.AllocateRequest{ClientId: clientID, Frequency: &f})
+	return c.AllocateWithID(ctx, clientID, NewRequestID(), &f)
 }
 
-func (c *Client) allocate(ctx context.Context, req *freqdv1.AllocateRequest) (Grant, error) {
-	res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.AllocateResponse], error) {
-		return s.Allocate(ctx, connect.NewRequest(req))
-	})
-	if err != nil {
-		return Grant{}, err
+// AllocateWithID is Allocate (freq nil) or AllocateFrequency with the
+// caller's request id: a call repeated with the same clientID and
+// requestID, even from another process, returns the first grant (with
+// Duplicate set) as long as the frequency is still held.
+func (c *Client) AllocateWithID(ctx context.Context, clientID, requestID string, freq *uint32) (Grant, error) {
+	req := &freqdv1.AllocateRequest{ClientId: clientID, RequestId: requestID, Frequency: freq}
+	for k := 1; ; k++ {
+		res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.AllocateResponse], error) {
+			return s.Allocate(ctx, connect.NewRequest(req))
+		})
+		if err == nil {
+			m := res.Msg
+			return Grant{Frequency: m.GetFrequency(), Since: m.GetSince().AsTime(), Partition: m.GetPartition(), Node: m.GetNode(), Duplicate: m.GetDuplicate()}, nil
+		}
+		if !c.retry || requestID == "" || !retryable(err) || !backoff(ctx, k) {
+			return Grant{}, err
+		}
 	}
-	m := res.Msg
-	return Grant{Frequency: m.GetFrequency(), Since: m.GetSince().AsTime(), Partition: m.GetPartition(), Node: m.GetNode()}, nil
 }
 
 // Release frees frequency f held by clientID. A free frequency gives
@@ -155,21 +206,47 @@ func (c *Client) Release(ctx context.Context, clientID string, f uint32) error {
 
 // ReleaseDetail is Release that also reports where the release was applied
 // (partition and node).
+//
+// A release whose outcome is unknown (its primary failed) is retried until
+// ctx ends. If a retry then finds the frequency free, the release is
+// reported done: the caller held it, so an earlier attempt freed it. If a
+// retry finds it held by another client, the error matches
+// freqd.ErrOutcomeUnknown.
 func (c *Client) ReleaseDetail(ctx context.Context, clientID string, f uint32) (*freqdv1.ReleaseResponse, error) {
-	res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.ReleaseResponse], error) {
-		return s.Release(ctx, connect.NewRequest(&freqdv1.ReleaseRequest{ClientId: clientID, Frequency: f}))
-	})
-	if err != nil {
-		return nil, err
+	unknown := false
+	for k := 1; ; k++ {
+		res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.ReleaseResponse], error) {
+			return s.Release(ctx, connect.NewRequest(&freqdv1.ReleaseRequest{ClientId: clientID, Frequency: f}))
+		})
+		switch {
+		case err == nil:
+			return res.Msg, nil
+		case unknown && errors.Is(err, freqd.ErrNotHeld):
+			return &freqdv1.ReleaseResponse{}, nil
+		case unknown && errors.Is(err, freqd.ErrNotHolder):
+			return nil, fmt.Errorf("release of %d: an attempt's outcome was unknown and the frequency is now held by another client: %w: %w", f, freqd.ErrOutcomeUnknown, err)
+		}
+		if transport.Unknown(err) {
+			unknown = true
+		}
+		if !c.retry || !retryable(err) || !backoff(ctx, k) {
+			return nil, err
+		}
 	}
-	return res.Msg, nil
 }
 
 // Holder tells who holds frequency f.
 func (c *Client) Holder(ctx context.Context, f uint32) (Holding, error) {
-	res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.HolderResponse], error) {
-		return s.Holder(ctx, connect.NewRequest(&freqdv1.HolderRequest{Frequency: f}))
-	})
+	var res *connect.Response[freqdv1.HolderResponse]
+	var err error
+	for k := 1; ; k++ {
+		res, err = call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.HolderResponse], error) {
+			return s.Holder(ctx, connect.NewRequest(&freqdv1.HolderRequest{Frequency: f}))
+		})
+		if err == nil || !c.retry || !retryable(err) || !backoff(ctx, k) {
+			break
+		}
+	}
 	if err != nil {
 		return Holding{}, err
 	}

@@ -37,7 +37,7 @@ func TestMetaRoundTrip(t *testing.T) {
 	for _, m := range []Meta{
 		{State: StateJoining},
 		{APIAddr: "127.0.0.1:7000", State: StateActive, Initialized: true, Fingerprint: 0xdeadbeefcafef00d},
-		{APIAddr: "[::1]:1", State: StateLeaving, Fingerprint: math.MaxUint64},
+		{APIAddr: "[::1]:1", State: StateLeaving, Fingerprint: math.MaxUint64, ClusterID: 3, Incarnation: math.MaxUint64},
 		{APIAddr: "h:" + strings.Repeat("9", MaxAPIAddrLen-2), State: StateActive},
 	} {
 		b, err := m.MarshalBinary()
@@ -69,7 +69,7 @@ func TestMetaInvalid(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"short", good[:5]},
-		{"version", mut(func(b []byte) []byte { b[0] = 2; return b })},
+		{"version", mut(func(b []byte) []byte { b[0] = 1; return b })},
 		{"state zero", mut(func(b []byte) []byte { b[1] = 0; return b })},
 		{"state high", mut(func(b []byte) []byte { b[1] = 4; return b })},
 		{"unknown flag", mut(func(b []byte) []byte { b[2] |= 0x80; return b })},

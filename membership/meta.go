@@ -102,20 +102,25 @@ type Meta struct {
 	// clusters that formed apart (each with its own copy of the pool) never
 	// merge and fork the pool.
 	ClusterID uint64
+	// Incarnation identifies this run of the node's state: a node that
+	// restarts without its data picks a new one, so replicas never count it
+	// as holding what its previous incarnation held (docs/replication.md).
+	Incarnation uint64
 }
 
-// Meta wire format, version 1 (all of it, nothing may follow):
+// Meta wire format, version 2 (all of it, nothing may follow):
 //
-//	byte    version (1)
+//	byte    version (2)
 //	byte    state (1..3)
 //	byte    flags (bit 0 = initialized; other bits must be zero)
 //	8 bytes fingerprint, big endian
 //	8 bytes cluster id, big endian
+//	8 bytes incarnation, big endian
 //	uvarint len(APIAddr), then APIAddr (UTF-8, at most MaxAPIAddrLen bytes)
 const (
-	metaVersion1   = 1
+	metaVersion    = 2
 	metaFlagInit   = 1 << 0
-	metaFixedLen   = 1 + 1 + 1 + 8 + 8
+	metaFixedLen   = 1 + 1 + 1 + 8 + 8 + 8
 	flagsKnownMask = metaFlagInit
 	// MaxAPIAddrLen is the longest Meta.APIAddr accepted, in bytes.
 	MaxAPIAddrLen = 255
@@ -155,9 +160,10 @@ func (m Meta) MarshalBinary() ([]byte, error) {
 	if m.Initialized {
 		flags |= metaFlagInit
 	}
-	b = append(b, metaVersion1, byte(m.State), flags)
+	b = append(b, metaVersion, byte(m.State), flags)
 	b = binary.BigEndian.AppendUint64(b, m.Fingerprint)
 	b = binary.BigEndian.AppendUint64(b, m.ClusterID)
+	b = binary.BigEndian.AppendUint64(b, m.Incarnation)
 	b = binary.AppendUvarint(b, uint64(len(m.APIAddr)))
 	b = append(b, m.APIAddr...)
 	return b, nil
@@ -171,7 +177,7 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	if len(b) < metaFixedLen {
 		return fmt.Errorf("membership: meta is %d bytes, shorter than %d: %w", len(b), metaFixedLen, freqd.ErrInvalidArgument)
 	}
-	if b[0] != metaVersion1 {
+	if b[0] != metaVersion {
 		return fmt.Errorf("membership: meta version %d is not supported: %w", b[0], freqd.ErrInvalidArgument)
 	}
 	if b[2]&^flagsKnownMask != 0 {
@@ -182,6 +188,7 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 		Initialized: b[2]&metaFlagInit != 0,
 		Fingerprint: binary.BigEndian.Uint64(b[3:11]),
 		ClusterID:   binary.BigEndian.Uint64(b[11:19]),
+		Incarnation: binary.BigEndian.Uint64(b[19:27]),
 	}
 	r := reader{b: b[metaFixedLen:]}
 	addr, err := r.bytes(MaxAPIAddrLen)

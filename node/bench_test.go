@@ -13,11 +13,11 @@ func BenchmarkAllocateRelease(b *testing.B) {
 	c := startCluster(b, 3, clusterOpts{ranges: []string{"1-100000"}, partitions: 12})
 	live := c.live()
 	holder := live[0]
-	shards := holder.heldShards()
-	if len(shards) == 0 {
-		b.Fatal("first node holds no partition")
+	led := holder.led()
+	if len(led) == 0 {
+		b.Fatal("first node leads no partition")
 	}
-	sp, _ := c.layout.Span(shards[0].id)
+	sp, _ := c.layout.Span(led[0])
 	f := sp.First
 	var other *Node
 	for _, n := range live[1:] {

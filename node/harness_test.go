@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,43 +189,69 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// waitStable waits until every live node is active, every partition is
-// held by its ring owner, and all live nodes agree on the ring.
+// led returns the partitions n is the primary of.
+func (n *Node) led() []int {
+	var out []int
+	for _, r := range n.recs {
+		if r.isPrimary() {
+			out = append(out, r.id)
+		}
+	}
+	return out
+}
+
+// waitStable waits until every live node is active and agrees on the ring,
+// and every partition is writable with its ring owner as primary and the
+// ring's replicas as its configuration.
 func (c *testCluster) waitStable(d time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, d, "cluster to settle (every partition held by its ring owner, same view everywhere)", func() bool {
-		live := c.live()
-		var want string
-		for i, n := range live {
-			if !n.Active() {
-				return false
-			}
-			if n.ring.Load().Len() != len(live) {
-				return false
-			}
-			n.view.Store(nil)
-			ri := n.RingInfo()
-			s := fmt.Sprint(n.ring.Load().Members())
-			for _, p := range ri.GetPartitions() {
-				if p.GetHolder() == "" || p.GetHolder() != p.GetOwner() {
-					return false
-				}
-				s += fmt.Sprintf("|%d:%s", p.GetId(), p.GetHolder())
-			}
-			if i == 0 {
-				want = s
-			} else if s != want {
-				return false
-			}
+	var last string
+	deadline := time.Now().Add(d)
+	for {
+		ok, why := c.stable()
+		if ok {
+			return
 		}
-		// Every node holds exactly the partitions it owns.
-		for _, n := range live {
-			for _, s := range n.heldShards() {
-				if o, _ := n.ring.Load().Owner(s.id); o != n.Name() {
-					return false
-				}
-			}
+		last = why
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after %v waiting for the cluster to settle: %s", d, last)
 		}
-		return true
-	})
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *testCluster) stable() (bool, string) {
+	live := c.live()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var want string
+	for i, n := range live {
+		if !n.Active() {
+			return false, n.Name() + " not active"
+		}
+		if n.ring.Load().Len() != len(live) {
+			return false, fmt.Sprintf("%s ring has %d members", n.Name(), n.ring.Load().Len())
+		}
+		s := fmt.Sprint(n.ring.Load().Members())
+		if i == 0 {
+			want = s
+		} else if s != want {
+			return false, "rings differ"
+		}
+	}
+	n := live[0]
+	ri := n.RingInfo(ctx)
+	for _, p := range ri.GetPartitions() {
+		if !p.GetWritable() || p.GetHolder() != p.GetOwner() {
+			return false, fmt.Sprintf("partition %d: holder %q owner %q writable %v: %s", p.GetId(), p.GetHolder(), p.GetOwner(), p.GetWritable(), p.GetReason())
+		}
+		var names []string
+		for _, m := range p.GetConfig() {
+			names = append(names, m[:strings.IndexByte(m, '#')])
+		}
+		if fmt.Sprint(names) != fmt.Sprint(p.GetReplicas()) {
+			return false, fmt.Sprintf("partition %d: config %v, ring replicas %v", p.GetId(), p.GetConfig(), p.GetReplicas())
+		}
+	}
+	return true, ""
 }

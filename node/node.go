@@ -1,14 +1,12 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,8 +55,8 @@ type Options struct {
 	// Layout is the pool cut into partitions (required); every node of a
 	// cluster must have the same one.
 	Layout *pool.Layout
-	// ReplicationFactor is the length of each partition's replica list
-	// (default 1). This version keeps one copy; the list is reported.
+	// ReplicationFactor is N, the number of replicas of each partition
+	// (default 1). A write commits on a majority of N (docs/replication.md).
 	ReplicationFactor int
 	// Strategy picks partitions for allocations of any frequency (default
 	// LocalFirst).
@@ -76,11 +74,20 @@ type Options struct {
 	Now func() time.Time
 	// Seed seeds the random tie-breaks (default: random).
 	Seed uint64
-	// ArrivalWait bounds how long a ring owner waits for a partition that
-	// is on its way to it before answering Unavailable (default 3s).
+	// ArrivalWait bounds how long a ring owner waits for its takeover of a
+	// partition before answering Unavailable (default 3s).
 	ArrivalWait time.Duration
-	// RebalanceInterval is how often handoffs are retried (default 500ms).
+	// RebalanceInterval is how often the node checks, besides on every ring
+	// change, that it leads the partitions it owns (default 500ms).
 	RebalanceInterval time.Duration
+	// RPCTimeout bounds one replication call to a peer (default 1s).
+	RPCTimeout time.Duration
+	// StallTimeout is how long a primary that cannot reach a quorum keeps
+	// queueing writes before it refuses them at once (default 1s).
+	StallTimeout time.Duration
+	// Incarnation identifies this run of the node (default: random). A node
+	// that restarts without its state must get a new one.
+	Incarnation uint64
 }
 
 func (o *Options) setDefaults() error {
@@ -123,35 +130,53 @@ func (o *Options) setDefaults() error {
 	if o.RebalanceInterval == 0 {
 		o.RebalanceInterval = 500 * time.Millisecond
 	}
+	if o.RPCTimeout == 0 {
+		o.RPCTimeout = time.Second
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = time.Second
+	}
+	for o.Incarnation == 0 {
+		o.Incarnation = rand.Uint64()
+	}
 	return nil
 }
 
-// Node is one freqd process: a shard holding some partitions and a router
-// for every request. The package doc says who owns which state.
+// Node is one freqd process: a replica of some partitions, the primary of
+// some, and a router for every request. The package doc says who owns
+// which state.
 type Node struct {
 	opts   Options
 	log    *slog.Logger
 	layout *pool.Layout
+	self   ReplicaID
 	ml     *membership.Membership
 	server *transport.Server
 	http   *http.Client
 
+	// recs has one record per partition, created in New, never replaced;
+	// each is guarded by its own mutex.
+	recs []*record
+
 	ring atomic.Pointer[ring.Ring] // rebuilt whole by ringLoop
 	view atomic.Pointer[routeView] // rebuilt from gossip at most every viewTTL
 
-	mu      sync.Mutex // guards shards, epochs, changed, pending, peers
-	shards  map[int]*shard
-	epochs  map[int]uint64        // highest epoch seen per partition, kept after it moves on
-	changed chan struct{}         // closed and replaced when a shard is installed or dropped
-	pending map[int]pendingMove   // handoffs whose outcome is unknown, retried
-	peers   map[string]peerClient // by API address
+	mu       sync.Mutex // guards running, nextTry, failures, peers
+	running  map[int]bool
+	nextTry  map[int]time.Time
+	failures map[int]int
+	peers    map[string]peerClient // by API address
 
-	rr    atomic.Uint64 // round-robin cursor
-	rndMu sync.Mutex
-	rnd   *rand.Rand // guarded by rndMu
+	chMu    sync.Mutex    // guards changed
+	changed chan struct{} // closed and replaced when a record changes role
+
+	maxTerm atomic.Uint64 // highest epoch term seen
+	rr      atomic.Uint64 // round-robin cursor
+	rndMu   sync.Mutex
+	rnd     *rand.Rand // guarded by rndMu
 
 	leaving atomic.Bool
-	kick    chan struct{} // capacity 1: wake the rebalancer
+	kick    chan struct{} // capacity 1: wake the reconciler
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -166,12 +191,6 @@ type peerClient struct {
 	peer freqdv1connect.PeerServiceClient
 }
 
-type pendingMove struct {
-	to    string
-	epoch uint64
-	snap  []byte
-}
-
 // New builds a node. Start makes it serve.
 func New(opts Options) (*Node, error) {
 	if err := opts.setDefaults(); err != nil {
@@ -182,18 +201,23 @@ func New(opts Options) (*Node, error) {
 		return nil, fmt.Errorf("node %s: ring: %w", opts.Name, err)
 	}
 	n := &Node{
-		opts:    opts,
-		log:     opts.Logger.With("node", opts.Name),
-		layout:  opts.Layout,
-		http:    transport.NewHTTPClient(opts.Network),
-		shards:  make(map[int]*shard),
-		epochs:  make(map[int]uint64),
-		changed: make(chan struct{}),
-		pending: make(map[int]pendingMove),
-		peers:   make(map[string]peerClient),
-		rnd:     rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
-		kick:    make(chan struct{}, 1),
-		left:    make(chan struct{}),
+		opts:     opts,
+		log:      opts.Logger.With("node", opts.Name),
+		layout:   opts.Layout,
+		self:     ReplicaID{Name: opts.Name, Incarnation: opts.Incarnation},
+		http:     transport.NewHTTPClient(opts.Network),
+		running:  make(map[int]bool),
+		nextTry:  make(map[int]time.Time),
+		failures: make(map[int]int),
+		changed:  make(chan struct{}),
+		peers:    make(map[string]peerClient),
+		rnd:      rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		kick:     make(chan struct{}, 1),
+		left:     make(chan struct{}),
+	}
+	n.recs = make([]*record, opts.Layout.Partitions())
+	for id := range n.recs {
+		n.recs[id] = &record{id: id}
 	}
 	empty, err := ring.New(rc, nil)
 	if err != nil {
@@ -241,6 +265,7 @@ func (n *Node) Start(ctx context.Context) error {
 		APIAddr:     srv.Addr(),
 		State:       membership.StateJoining,
 		Fingerprint: n.layout.Fingerprint(),
+		Incarnation: n.self.Incarnation,
 	})
 	if err != nil {
 		_ = srv.Shutdown(ctx)
@@ -250,7 +275,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.spawn(n.ringLoop)
 	n.spawn(n.loadLoop)
-	n.spawn(n.rebalanceLoop)
+	n.spawn(n.reconcileLoop)
 	if len(gc.Seeds) > 0 {
 		if _, err := ml.JoinSeeds(ctx); err != nil {
 			// Not fatal: the rejoin loop keeps trying while seeds are missing.
@@ -264,17 +289,20 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) spawn(fn func(ctx context.Context)) {
+func (n *Node) spawn(fn func(ctx context.Context)) { n.spawnCtx(n.ctx, fn) }
+
+// spawnCtx runs fn(ctx) on a goroutine that Close waits for; ctx must end
+// when n.ctx does.
+func (n *Node) spawnCtx(ctx context.Context, fn func(ctx context.Context)) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		fn(n.ctx)
+		fn(ctx)
 	}()
 }
 
-// Close stops the node at once, without handing anything off (a crash, as
-// far as the cluster can tell, except that gossip is told it left). Use
-// Leave first for a graceful exit.
+// Close stops the node at once, without handing anything off: a crash, as
+// far as the cluster can tell. Use Leave first for a graceful exit.
 func (n *Node) Close() error {
 	var errs []error
 	n.once.Do(func() {
@@ -299,90 +327,23 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
-// kickRebalance wakes the rebalancer without blocking.
-func (n *Node) kickRebalance() {
+// kickReconcile wakes the reconciler without blocking.
+func (n *Node) kickReconcile() {
 	select {
 	case n.kick <- struct{}{}:
 	default:
 	}
 }
 
-// localShard returns the shard for partition id if this node holds it.
-func (n *Node) localShard(id int) *shard {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.shards[id]
-}
+// addrOf returns the API address of a live member, or "". It must not be
+// called with a record's mutex held (the view reads every record).
+func (n *Node) addrOf(name string) string { return n.currentView().addr[name] }
 
-// install adds a shard (from bootstrap or a transfer) and wakes waiters.
-// A shard it replaces (one still frozen in a handoff whose answer has not
-// come back, while the partition already came back newer) is retired, so
-// nothing is ever applied to it again.
-func (n *Node) install(s *shard) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if old := n.shards[s.id]; old != nil {
-		old.retire(n.opts.Name)
-	}
-	n.shards[s.id] = s
-	if s.epoch > n.epochs[s.id] {
-		n.epochs[s.id] = s.epoch
-	}
-	close(n.changed)
-	n.changed = make(chan struct{})
-}
-
-// drop removes a shard that has moved away, unless a newer shard of the
-// same partition has been installed meanwhile.
-func (n *Node) drop(s *shard, epoch uint64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	id := s.id
-	if n.shards[id] == s {
-		delete(n.shards, id)
-	}
-	if epoch > n.epochs[id] {
-		n.epochs[id] = epoch
-	}
-	close(n.changed)
-	n.changed = make(chan struct{})
-}
-
-// heldShards returns the shards this node holds, by partition id.
-func (n *Node) heldShards() []*shard {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]*shard, 0, len(n.shards))
-	for _, s := range n.shards {
-		out = append(out, s)
-	}
-	slices.SortFunc(out, func(a, b *shard) int { return cmp.Compare(a.id, b.id) })
-	return out
-}
-
-// waitArrival waits until partition id is held here, ctx ends or
-// ArrivalWait passes. It reports whether the partition arrived.
-func (n *Node) waitArrival(ctx context.Context, id int) bool {
-	timer := time.NewTimer(n.opts.ArrivalWait)
-	defer timer.Stop()
-	for {
-		n.mu.Lock()
-		_, ok := n.shards[id]
-		ch := n.changed
-		n.mu.Unlock()
-		if ok {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-timer.C:
-			return false
-		case <-ctx.Done():
-			return false
-		case <-n.ctx.Done():
-			return false
-		}
-	}
+// isPrimary reports whether this node is r's primary now.
+func (r *record) isPrimary() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.role == rolePrimary
 }
 
 // peer returns the pooled clients for a node's API address.

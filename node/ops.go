@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/freqd/freqd"
@@ -42,93 +44,261 @@ func (n *Node) grantResponse(id int, res partition.Result) *freqdv1.AllocateResp
 		Since:     timestamppb.New(time.Unix(0, res.Since)),
 		Partition: uint32(id),
 		Node:      n.opts.Name,
+		Duplicate: res.Dup,
 	}
 }
 
+// notLeading is the answer of a ring owner that has not (yet) become a
+// partition's primary: Unavailable with its takeover's last failure.
+func (n *Node) notLeading(id int) error {
+	r := n.recs[id]
+	r.mu.Lock()
+	reason := r.reason
+	r.mu.Unlock()
+	if reason == "" {
+		reason = "takeover in progress"
+	}
+	return fmt.Errorf("partition %d (%s) has no primary yet on its owner %s: %s: %w", id, n.spanString(id), n.opts.Name, reason, freqd.ErrUnavailable)
+}
+
 // Allocate grants any free frequency to client, or exactly freq when it is
-// not nil. It is the entry point for a client request on any node.
-func (n *Node) Allocate(ctx context.Context, client string, freq *uint32) (*freqdv1.AllocateResponse, error) {
+// not nil. A non-empty request id makes retries return the first grant.
+// It is the entry point for a client request on any node.
+func (n *Node) Allocate(ctx context.Context, client string, freq *uint32, request string) (*freqdv1.AllocateResponse, error) {
 	if err := freqd.ValidateClientID(client); err != nil {
 		return nil, err
 	}
+	if err := freqd.ValidateRequestID(request); err != nil {
+		return nil, err
+	}
 	if freq == nil {
-		return n.allocateAny(ctx, client)
+		if request != "" {
+			return n.allocateHome(ctx, client, request)
+		}
+		return n.allocateAny(ctx, client, "", -1)
 	}
 	id, err := n.lookup(*freq)
 	if err != nil {
 		return nil, err
 	}
+	return n.allocateIn(ctx, id, client, freq, request, false)
+}
+
+// allocateIn asks partition id's primary for a grant: of freq if set, else
+// of any free frequency in id only. A full partition answers nil, nil.
+func (n *Node) allocateIn(ctx context.Context, id int, client string, freq *uint32, request string, home bool) (*freqdv1.AllocateResponse, error) {
 	var out *freqdv1.AllocateResponse
-	err = n.onPartition(ctx, id,
-		func(s *shard) error {
+	err := n.onPartition(ctx, id,
+		func(r *record) error {
 			var err error
-			out, err = n.applyGrant(ctx, s, client, *freq)
+			if freq != nil {
+				out, err = n.applyGrant(ctx, r, client, *freq, request)
+				return err
+			}
+			out, _, err = n.grantIn(ctx, r, client, request, home)
 			return err
 		},
 		func(pc peerClient) error {
 			res, err := pc.peer.PeerAllocate(ctx, connect.NewRequest(&freqdv1.PeerAllocateRequest{
 				ClientId: client, Frequency: freq, Partition: uint32(id), OnlyPartition: true, From: n.opts.Name,
+				RequestId: request, Home: home,
 			}))
 			if err != nil {
 				return transport.FromWire(err)
 			}
-			if !res.Msg.GetGranted() {
+			switch {
+			case res.Msg.GetGranted():
+				out = res.Msg.GetGrant()
+			case res.Msg.Noted != nil:
+				out = &freqdv1.AllocateResponse{Partition: res.Msg.GetNoted()}
+				return errNoted
+			case freq != nil:
 				return fmt.Errorf("peer answered without a grant for frequency %d: %w", *freq, freqd.ErrUnavailable)
 			}
-			out = res.Msg.GetGrant()
 			return nil
 		})
 	return out, err
 }
 
-// applyGrant grants a specific frequency from a local shard.
-func (n *Node) applyGrant(ctx context.Context, s *shard, client string, f uint32) (*freqdv1.AllocateResponse, error) {
+// errNoted is allocateIn's internal answer when the home partition holds a
+// note for the request; the response's Partition names the target.
+var errNoted = errors.New("request noted in another partition")
+
+// applyGrant grants a specific frequency on a primary.
+func (n *Node) applyGrant(ctx context.Context, r *record, client string, f uint32, request string) (*freqdv1.AllocateResponse, error) {
 	var res partition.Result
-	err := s.apply(ctx, func(p *partition.Partition) {
-		res = p.Apply(partition.Command{Op: partition.OpGrant, Client: client, Freq: f, At: n.opts.Now().UnixNano()})
-	}, n.opts.Name)
+	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
+		return applyLogged(p, &res, partition.Command{Op: partition.OpGrant, Client: client, Freq: f, Request: request, At: n.opts.Now().UnixNano()})
+	})
 	if err != nil {
 		return nil, err
 	}
 	if res.Err != nil {
 		return nil, res.Err
 	}
-	return n.grantResponse(s.id, res), nil
+	return n.grantResponse(r.id, res), nil
 }
 
-// allocLocal grants any free frequency from the partitions this node holds:
-// prefer first (if held), then the others in partition order, unless only
-// is set. Shards in a handoff are skipped. If all it tried are full it returns
-// nil and each tried partition's version, taken in the same critical
-// section as the failed grant.
-func (n *Node) allocLocal(client string, prefer int, only bool) (*freqdv1.AllocateResponse, map[uint32]uint64) {
-	var order []*shard
-	if s := n.localShard(prefer); s != nil {
-		order = append(order, s)
+// applyLogged applies c to p, storing the result, and returns the command
+// to replicate if it changed the state: a grant of any frequency is
+// resolved to the frequency it granted, so replicas need not repeat the
+// choice.
+func applyLogged(p *partition.Partition, res *partition.Result, c partition.Command) *partition.Command {
+	v := p.Version()
+	*res = p.Apply(c)
+	if p.Version() == v {
+		return nil
+	}
+	if c.Op == partition.OpGrant && c.Any {
+		c.Any, c.Freq = false, res.Freq
+	}
+	return &c
+}
+
+// grantIn grants any free frequency from partition r on this primary, with
+// the request-id rules when request is set: in the home partition a note
+// is reported as noted. A full partition returns nil and its version,
+// confirmed (rule R5).
+func (n *Node) grantIn(ctx context.Context, r *record, client, request string, home bool) (g *freqdv1.AllocateResponse, version uint64, err error) {
+	var res partition.Result
+	var noted *uint32
+	err = n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
+		if home && request != "" {
+			if rec, ok := p.Request(client, request); ok && rec.Kind == partition.RecordNote {
+				t := rec.Value
+				noted = &t
+				return nil
+			}
+		}
+		cmd := applyLogged(p, &res, partition.Command{Op: partition.OpGrant, Client: client, Any: true, Request: request, At: n.opts.Now().UnixNano()})
+		version = p.Version()
+		return cmd
+	})
+	switch {
+	case err != nil:
+		return nil, 0, err
+	case noted != nil:
+		return &freqdv1.AllocateResponse{Partition: *noted}, 0, errNoted
+	case res.Err == nil:
+		return n.grantResponse(r.id, res), 0, nil
+	case errors.Is(res.Err, freqd.ErrNoFrequency):
+		return nil, version, nil
+	}
+	return nil, 0, res.Err
+}
+
+// allocLocal grants any free frequency from the partitions this node leads:
+// prefer first (if led here), then the others in partition order, unless
+// only is set. If all are full it returns nil and each one's confirmed
+// version.
+//
+// With probe it grants nothing: it reads every partition it leads, in
+// parallel, and reports free counts in free.
+func (n *Node) allocLocal(ctx context.Context, client string, prefer int, only, probe bool, free map[uint32]uint64) (*freqdv1.AllocateResponse, map[uint32]uint64, error) {
+	var order []*record
+	if prefer >= 0 && prefer < len(n.recs) && n.recs[prefer].isPrimary() {
+		order = append(order, n.recs[prefer])
 	}
 	if !only {
-		for _, s := range n.heldShards() {
-			if s.id != prefer {
-				order = append(order, s)
+		for _, r := range n.recs {
+			if r.id != prefer && r.isPrimary() {
+				order = append(order, r)
 			}
 		}
 	}
 	versions := make(map[uint32]uint64, len(order))
-	for _, s := range order {
-		var res partition.Result
-		var version uint64
-		if !s.tryApply(func(p *partition.Partition) {
-			res = p.Apply(partition.Command{Op: partition.OpGrant, Client: client, Any: true, At: n.opts.Now().UnixNano()})
-			version = p.Version()
-		}) {
-			continue
+	if probe {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, r := range order {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var f, v uint64
+				err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
+					f, v = uint64(p.Free()), p.Version()
+					return nil
+				})
+				if err != nil {
+					return // not covered: the caller asks again
+				}
+				mu.Lock()
+				versions[uint32(r.id)], free[uint32(r.id)] = v, f
+				mu.Unlock()
+			}()
 		}
-		if res.Err == nil {
-			return n.grantResponse(s.id, res), nil
-		}
-		versions[uint32(s.id)] = version
+		wg.Wait()
+		return nil, versions, nil
 	}
-	return nil, versions
+	for _, r := range order {
+		g, v, err := n.grantIn(ctx, r, client, "", false)
+		var no *NotOwnerError
+		switch {
+		case errors.As(err, &no):
+			continue // stepped down meanwhile: not covered, the caller asks again
+		case err != nil && errors.Is(err, freqd.ErrUnavailable):
+			continue
+		case err != nil:
+			return nil, nil, err
+		case g != nil:
+			return g, nil, nil
+		}
+		versions[uint32(r.id)] = v
+	}
+	return nil, versions, nil
+}
+
+// homePartition is the partition an allocation with a request id tries
+// first, so that every retry meets the same dedup records.
+func (n *Node) homePartition(client, request string) int {
+	return int(xxhash.Sum64String(client+"\x00"+request) % uint64(n.layout.Partitions()))
+}
+
+// allocateHome allocates any frequency for a request with an id
+// (docs/replication.md, "Allocations with a request id"): the home
+// partition first, following its note if it has one, else any partition
+// after a note in the home.
+func (n *Node) allocateHome(ctx context.Context, client, request string) (*freqdv1.AllocateResponse, error) {
+	h := n.homePartition(client, request)
+	g, err := n.allocateIn(ctx, h, client, nil, request, true)
+	switch {
+	case err == nil && g != nil:
+		return g, nil
+	case errors.Is(err, errNoted):
+		q := int(g.GetPartition())
+		if q >= 0 && q < n.layout.Partitions() {
+			g, err := n.allocateIn(ctx, q, client, nil, request, false)
+			if err != nil || g != nil {
+				return g, err
+			}
+		}
+	case err != nil:
+		return nil, err
+	}
+	return n.allocateAny(ctx, client, request, h)
+}
+
+// note records in home partition h that request was placed in partition q.
+func (n *Node) note(ctx context.Context, h int, client, request string, q int) error {
+	return n.onPartition(ctx, h,
+		func(r *record) error { return n.applyNote(ctx, r, client, request, q) },
+		func(pc peerClient) error {
+			_, err := pc.peer.PeerNote(ctx, connect.NewRequest(&freqdv1.PeerNoteRequest{
+				Partition: uint32(h), ClientId: client, RequestId: request, Target: uint32(q), From: n.opts.Name,
+			}))
+			return transport.FromWire(err)
+		})
+}
+
+func (n *Node) applyNote(ctx context.Context, r *record, client, request string, q int) error {
+	var res partition.Result
+	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
+		return applyLogged(p, &res, partition.Command{Op: partition.OpNote, Client: client, Request: request, Freq: uint32(q), At: n.opts.Now().UnixNano()})
+	})
+	if err != nil {
+		return err
+	}
+	return res.Err
 }
 
 // allocateAny finds a free frequency anywhere in the pool. It asks nodes in
@@ -136,7 +306,10 @@ func (n *Node) allocLocal(client string, prefer int, only bool) (*freqdv1.Alloca
 // It answers ErrNoFrequency only after two complete rounds found every
 // partition full with no change in between (a double collect), which
 // proves the whole pool was held at one instant.
-func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.AllocateResponse, error) {
+//
+// With a request id (home >= 0), each partition is asked alone, after a
+// note in the home partition, so that a retry finds where it went.
+func (n *Node) allocateAny(ctx context.Context, client, request string, home int) (*freqdv1.AllocateResponse, error) {
 	P := n.layout.Partitions()
 	var prev map[uint32]uint64
 	var missing []int
@@ -157,15 +330,18 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 		v := n.currentView()
 		covered := make(map[uint32]uint64, P)
 		asked := make(map[string]bool)
+		probe := home >= 0
+		free := make(map[uint32]uint64)
 		if n.opts.Strategy == LocalFirst {
 			asked[n.opts.Name] = true
-			if g, vers := n.allocLocal(client, -1, false); g != nil {
-				return g, nil
-			} else {
-				maps.Copy(covered, vers)
+			g, vers, err := n.allocLocal(ctx, client, -1, false, probe, free)
+			if g != nil || err != nil {
+				return g, err
 			}
+			maps.Copy(covered, vers)
 		}
-		for _, id := range n.candidates(v) {
+		order := n.candidates(v)
+		for _, id := range order {
 			if _, ok := covered[uint32(id)]; ok {
 				continue
 			}
@@ -175,15 +351,15 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 			}
 			asked[target] = true
 			if target == n.opts.Name {
-				g, vers := n.allocLocal(client, id, false)
-				if g != nil {
-					return g, nil
+				g, vers, err := n.allocLocal(ctx, client, id, false, probe, free)
+				if g != nil || err != nil {
+					return g, err
 				}
 				maps.Copy(covered, vers)
 				continue
 			}
 			res, err := n.peer(v.addr[target]).peer.PeerAllocate(ctx, connect.NewRequest(&freqdv1.PeerAllocateRequest{
-				ClientId: client, Partition: uint32(id), From: n.opts.Name,
+				ClientId: client, Partition: uint32(id), From: n.opts.Name, Probe: probe,
 			}))
 			if err != nil {
 				err = transport.FromWire(err)
@@ -193,12 +369,23 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 				if transport.Answered(err) {
 					return nil, err
 				}
-				return nil, fmt.Errorf("allocate via %s: outcome unknown: %w: %w", target, freqd.ErrUnavailable, err)
+				return nil, fmt.Errorf("allocate via %s: %w: %w", target, freqd.ErrOutcomeUnknown, err)
 			}
 			if res.Msg.GetGranted() {
 				return res.Msg.GetGrant(), nil
 			}
 			maps.Copy(covered, res.Msg.GetVersions())
+			maps.Copy(free, res.Msg.GetFree())
+		}
+		if probe {
+			g, tried, err := n.grantProbed(ctx, order, free, client, request, home)
+			if g != nil || err != nil {
+				return g, err
+			}
+			if tried {
+				prev = nil // the round changed partitions; it proves nothing
+				continue
+			}
 		}
 		missing = missing[:0]
 		for id := 0; id < P; id++ {
@@ -223,6 +410,34 @@ func (n *Node) allocateAny(ctx context.Context, client string) (*freqdv1.Allocat
 	return nil, fmt.Errorf("no free frequency found, but the pool kept changing under contention; retry: %w", freqd.ErrUnavailable)
 }
 
+// grantProbed tries, in order, the probed partitions with free space for a
+// request with an id: a note in the home partition first (unless it is the
+// home), then a grant in that partition alone. tried reports whether any
+// partition looked free.
+func (n *Node) grantProbed(ctx context.Context, order []int, free map[uint32]uint64, client, request string, home int) (g *freqdv1.AllocateResponse, tried bool, err error) {
+	for _, id := range order {
+		if free[uint32(id)] == 0 {
+			continue
+		}
+		tried = true
+		if id != home {
+			if err := n.note(ctx, home, client, request, id); err != nil {
+				return nil, true, fmt.Errorf("allocate: record the request in its home partition %d: %w", home, err)
+			}
+		}
+		g, err := n.allocateIn(ctx, id, client, nil, request, false)
+		switch {
+		case err != nil && errors.Is(err, freqd.ErrUnavailable):
+			continue
+		case err != nil:
+			return nil, true, err
+		case g != nil:
+			return g, true, nil
+		}
+	}
+	return nil, tried, nil
+}
+
 // jitter returns a random duration in [0, d).
 func (n *Node) jitter(d time.Duration) time.Duration {
 	if d <= 0 {
@@ -244,9 +459,9 @@ func (n *Node) Release(ctx context.Context, client string, f uint32) (*freqdv1.R
 	}
 	var out *freqdv1.ReleaseResponse
 	err = n.onPartition(ctx, id,
-		func(s *shard) error {
+		func(r *record) error {
 			var err error
-			out, err = n.applyRelease(ctx, s, client, f)
+			out, err = n.applyRelease(ctx, r, client, f)
 			return err
 		},
 		func(pc peerClient) error {
@@ -260,18 +475,18 @@ func (n *Node) Release(ctx context.Context, client string, f uint32) (*freqdv1.R
 	return out, err
 }
 
-func (n *Node) applyRelease(ctx context.Context, s *shard, client string, f uint32) (*freqdv1.ReleaseResponse, error) {
+func (n *Node) applyRelease(ctx context.Context, r *record, client string, f uint32) (*freqdv1.ReleaseResponse, error) {
 	var res partition.Result
-	err := s.apply(ctx, func(p *partition.Partition) {
-		res = p.Apply(partition.Command{Op: partition.OpRelease, Client: client, Freq: f, At: n.opts.Now().UnixNano()})
-	}, n.opts.Name)
+	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
+		return applyLogged(p, &res, partition.Command{Op: partition.OpRelease, Client: client, Freq: f, At: n.opts.Now().UnixNano()})
+	})
 	if err != nil {
 		return nil, err
 	}
 	if res.Err != nil {
 		return nil, res.Err
 	}
-	return &freqdv1.ReleaseResponse{Partition: uint32(s.id), Node: n.opts.Name}, nil
+	return &freqdv1.ReleaseResponse{Partition: uint32(r.id), Node: n.opts.Name}, nil
 }
 
 // Holder tells who holds frequency f, from the partition's holder.
@@ -282,9 +497,9 @@ func (n *Node) Holder(ctx context.Context, f uint32) (*freqdv1.HolderResponse, e
 	}
 	var out *freqdv1.HolderResponse
 	err = n.onPartition(ctx, id,
-		func(s *shard) error {
+		func(r *record) error {
 			var err error
-			out, err = n.readHolder(ctx, s, f)
+			out, err = n.readHolder(ctx, r, f)
 			return err
 		},
 		func(pc peerClient) error {
@@ -298,23 +513,25 @@ func (n *Node) Holder(ctx context.Context, f uint32) (*freqdv1.HolderResponse, e
 	return out, err
 }
 
-func (n *Node) readHolder(ctx context.Context, s *shard, f uint32) (*freqdv1.HolderResponse, error) {
+// readHolder answers who holds f from the primary, once confirmed (R5).
+func (n *Node) readHolder(ctx context.Context, r *record, f uint32) (*freqdv1.HolderResponse, error) {
 	var (
 		client string
 		since  int64
 		held   bool
 		herr   error
 	)
-	err := s.apply(ctx, func(p *partition.Partition) {
+	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
 		client, since, held, herr = p.Holder(f)
-	}, n.opts.Name)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	if herr != nil {
 		return nil, herr
 	}
-	out := &freqdv1.HolderResponse{Frequency: f, Held: held, Partition: uint32(s.id), Node: n.opts.Name}
+	out := &freqdv1.HolderResponse{Frequency: f, Held: held, Partition: uint32(r.id), Node: n.opts.Name}
 	if held {
 		out.ClientId = client
 		out.Since = timestamppb.New(time.Unix(0, since))

@@ -59,18 +59,19 @@ func (n *Node) buildView() *routeView {
 			v.holder[id], v.epoch[id], v.free[id], v.held[id] = name, pl.Epoch, pl.Free, pl.Held
 		}
 	}
-	for _, s := range n.heldShards() {
-		free, held, _, epoch, ok := s.load()
-		if !ok || epoch < v.epoch[s.id] {
-			continue
+	for _, r := range n.recs {
+		r.mu.Lock()
+		if r.role == rolePrimary && r.p != nil && r.prim.cfg.Epoch.Term >= v.epoch[r.id] {
+			v.holder[r.id], v.epoch[r.id], v.free[r.id], v.held[r.id] = n.opts.Name, r.prim.cfg.Epoch.Term, uint64(r.p.Free()), uint64(r.p.Held())
 		}
-		v.holder[s.id], v.epoch[s.id], v.free[s.id], v.held[s.id] = n.opts.Name, epoch, uint64(free), uint64(held)
+		r.mu.Unlock()
 	}
 	return v
 }
 
-// NotOwnerError says a node does not hold a partition. It matches
-// freqd.ErrNotOwner; Holder names the node believed to hold it, if known.
+// NotOwnerError says a node is not a partition's primary, so it applied
+// nothing. It matches freqd.ErrNotOwner; Holder names the node believed to
+// be the primary, if known.
 type NotOwnerError struct {
 	Partition int
 	Holder    string
@@ -79,9 +80,9 @@ type NotOwnerError struct {
 
 func (e *NotOwnerError) Error() string {
 	if e.Holder == "" {
-		return fmt.Sprintf("node %s does not hold partition %d", e.Node, e.Partition)
+		return fmt.Sprintf("node %s is not the primary of partition %d", e.Node, e.Partition)
 	}
-	return fmt.Sprintf("node %s does not hold partition %d (it moved to %s)", e.Node, e.Partition, e.Holder)
+	return fmt.Sprintf("node %s is not the primary of partition %d (try %s)", e.Node, e.Partition, e.Holder)
 }
 
 // Is makes errors.Is(err, freqd.ErrNotOwner) true.
@@ -90,25 +91,25 @@ func (e *NotOwnerError) Is(target error) bool { return target == freqd.ErrNotOwn
 // maxRoutes bounds how often a request is routed again after a not-owner
 // answer (the partition moved between lookup and arrival) or a holder that
 // could not be reached.
-const maxRoutes = 6
+const maxRoutes = 8
 
-// onPartition runs a request on the node that holds partition id: locally
-// if this node holds it, else by one hop to the holder (the peer never
-// forwards further). A not-owner answer means nothing was applied, so the
-// request is routed again, with the holder's hint, a few times.
-func (n *Node) onPartition(ctx context.Context, id int, local func(*shard) error, remote func(peerClient) error) error {
+// onPartition runs a request on partition id's primary: locally if this
+// node is the primary, else by one hop (the peer never forwards further).
+// A not-owner answer means nothing was applied, so the request is routed
+// again, with the answer's hint, a few times.
+func (n *Node) onPartition(ctx context.Context, id int, local func(*record) error, remote func(peerClient) error) error {
 	hint := ""
 	var last error
 	unreachable := make(map[string]bool)
 	for attempt := 0; attempt < maxRoutes; attempt++ {
 		if attempt > 0 {
 			n.view.Store(nil)
-			if err := sleepCtx(ctx, time.Duration(attempt)*10*time.Millisecond); err != nil {
+			if err := sleepCtx(ctx, time.Duration(attempt)*20*time.Millisecond); err != nil {
 				return fmt.Errorf("partition %d: %w: %w", id, freqd.ErrUnavailable, err)
 			}
 		}
-		if s := n.localShard(id); s != nil {
-			err := local(s)
+		if r := n.recs[id]; r.isPrimary() {
+			err := local(r)
 			var no *NotOwnerError
 			if !errors.As(err, &no) {
 				return err
@@ -129,28 +130,32 @@ func (n *Node) onPartition(ctx context.Context, id int, local func(*shard) error
 			return fmt.Errorf("partition %d (%s) has no live holder: %w", id, n.spanString(id), freqd.ErrUnavailable)
 		}
 		if target == n.opts.Name {
-			// We own it by the ring but do not hold it yet: it is on its way.
-			if n.waitArrival(ctx, id) {
+			// We own it by the ring but do not lead it yet: a takeover is
+			// under way (or failing, for the reason it records).
+			if n.waitPrimary(ctx, n.recs[id]) {
 				continue
 			}
-			return fmt.Errorf("partition %d (%s) has not reached its owner %s: %w", id, n.spanString(id), target, freqd.ErrUnavailable)
+			return n.notLeading(id)
 		}
 		err := remote(n.peer(v.addr[target]))
-		if err == nil {
+		switch {
+		case err == nil:
 			return nil
-		}
-		if errors.Is(err, freqd.ErrNotOwner) {
+		case errors.Is(err, freqd.ErrNotOwner):
 			hint, last = transport.HolderHint(err), err
-			continue
-		}
-		if transport.NotSent(err) {
+		case transport.NotSent(err):
 			// Not sent, so not applied: gossip may still name a node that
-			// has just left. Route again around it.
+			// has just died or left. Route again around it.
 			unreachable[target] = true
-			last = fmt.Errorf("holder %s unreachable: %w", target, err)
-			continue
+			last = fmt.Errorf("primary %s unreachable: %w", target, err)
+		case transport.Unknown(err):
+			return fmt.Errorf("partition %d (%s): primary %s failed during the call: %w: %w", id, n.spanString(id), target, freqd.ErrOutcomeUnknown, err)
+		case errors.Is(err, freqd.ErrUnavailable):
+			// Answered and not applied: a takeover may be under way.
+			last = err
+		default:
+			return err
 		}
-		return err
 	}
 	return fmt.Errorf("partition %d (%s): holder kept moving, last answer: %v: %w", id, n.spanString(id), last, freqd.ErrUnavailable)
 }

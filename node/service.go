@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -12,6 +14,7 @@ import (
 	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
 	"github.com/freqd/freqd/gen/freqd/v1/freqdv1connect"
 	"github.com/freqd/freqd/membership"
+	"github.com/freqd/freqd/partition"
 	"github.com/freqd/freqd/transport"
 )
 
@@ -32,7 +35,7 @@ func wire[T any](msg *T, err error) (*connect.Response[T], error) {
 }
 
 func (s *service) Allocate(ctx context.Context, req *connect.Request[freqdv1.AllocateRequest]) (*connect.Response[freqdv1.AllocateResponse], error) {
-	return wire(s.n.Allocate(ctx, req.Msg.GetClientId(), req.Msg.Frequency))
+	return wire(s.n.Allocate(ctx, req.Msg.GetClientId(), req.Msg.Frequency, req.Msg.GetRequestId()))
 }
 
 func (s *service) Release(ctx context.Context, req *connect.Request[freqdv1.ReleaseRequest]) (*connect.Response[freqdv1.ReleaseResponse], error) {
@@ -44,11 +47,11 @@ func (s *service) Holder(ctx context.Context, req *connect.Request[freqdv1.Holde
 }
 
 func (s *service) Status(ctx context.Context, _ *connect.Request[freqdv1.StatusRequest]) (*connect.Response[freqdv1.StatusResponse], error) {
-	return wire(s.n.Status(), nil)
+	return wire(s.n.Status(ctx), nil)
 }
 
 func (s *service) Ring(ctx context.Context, _ *connect.Request[freqdv1.RingRequest]) (*connect.Response[freqdv1.RingResponse], error) {
-	return wire(s.n.RingInfo(), nil)
+	return wire(s.n.RingInfo(ctx), nil)
 }
 
 func (s *service) Join(ctx context.Context, req *connect.Request[freqdv1.JoinRequest]) (*connect.Response[freqdv1.JoinResponse], error) {
@@ -93,29 +96,35 @@ func peerWire(err error) error {
 	return out
 }
 
-// held returns the local shard for id, waiting for it if this node is its
-// ring owner and it is on its way; otherwise a NotOwnerError.
-func (n *Node) held(ctx context.Context, id int) (*shard, error) {
-	if s := n.localShard(id); s != nil {
-		return s, nil
+// primaryFor returns partition id's record if this node is its primary,
+// waiting for a takeover under way if this node is its ring owner;
+// otherwise a NotOwnerError naming the likely primary.
+func (n *Node) primaryFor(ctx context.Context, id int) (*record, error) {
+	if id < 0 || id >= len(n.recs) {
+		return nil, fmt.Errorf("partition %d: no such partition in a pool of %d: %w", id, len(n.recs), freqd.ErrInvalidArgument)
+	}
+	r := n.recs[id]
+	if r.isPrimary() {
+		return r, nil
 	}
 	owner, _ := n.ring.Load().Owner(id)
 	if owner == n.opts.Name {
-		if n.waitArrival(ctx, id) {
-			if s := n.localShard(id); s != nil {
-				return s, nil
-			}
+		if n.waitPrimary(ctx, r) {
+			return r, nil
 		}
-		return nil, fmt.Errorf("partition %d (%s) has not reached its owner %s yet: %w", id, n.spanString(id), n.opts.Name, freqd.ErrUnavailable)
+		return nil, n.notLeading(id)
 	}
-	hint := n.currentView().holder[id]
-	if hint == n.opts.Name {
-		hint = ""
+	r.mu.Lock()
+	err := n.notPrimaryLocked(r)
+	r.mu.Unlock()
+	var no *NotOwnerError
+	if errors.As(err, &no) && no.Holder == "" {
+		no.Holder = n.currentView().holder[id]
+		if no.Holder == n.opts.Name || no.Holder == "" {
+			no.Holder = owner
+		}
 	}
-	if hint == "" {
-		hint = owner
-	}
-	return nil, &NotOwnerError{Partition: id, Holder: hint, Node: n.opts.Name}
+	return nil, err
 }
 
 func (p *peerService) PeerAllocate(ctx context.Context, req *connect.Request[freqdv1.PeerAllocateRequest]) (*connect.Response[freqdv1.PeerAllocateResponse], error) {
@@ -124,26 +133,54 @@ func (p *peerService) PeerAllocate(ctx context.Context, req *connect.Request[fre
 	if err := freqd.ValidateClientID(m.GetClientId()); err != nil {
 		return nil, peerWire(err)
 	}
+	if err := freqd.ValidateRequestID(m.GetRequestId()); err != nil {
+		return nil, peerWire(err)
+	}
 	if m.Frequency != nil {
 		id, err := n.lookup(m.GetFrequency())
 		if err != nil {
 			return nil, peerWire(err)
 		}
-		s, err := n.held(ctx, id)
+		r, err := n.primaryFor(ctx, id)
 		if err != nil {
 			return nil, peerWire(err)
 		}
-		g, err := n.applyGrant(ctx, s, m.GetClientId(), m.GetFrequency())
+		g, err := n.applyGrant(ctx, r, m.GetClientId(), m.GetFrequency(), m.GetRequestId())
 		if err != nil {
 			return nil, peerWire(err)
 		}
 		return connect.NewResponse(&freqdv1.PeerAllocateResponse{Granted: true, Grant: g}), nil
 	}
-	g, versions := n.allocLocal(m.GetClientId(), int(m.GetPartition()), m.GetOnlyPartition())
+	if m.GetOnlyPartition() {
+		id := int(m.GetPartition())
+		r, err := n.primaryFor(ctx, id)
+		if err != nil {
+			return nil, peerWire(err)
+		}
+		g, v, err := n.grantIn(ctx, r, m.GetClientId(), m.GetRequestId(), m.GetHome())
+		switch {
+		case errors.Is(err, errNoted):
+			t := g.GetPartition()
+			return connect.NewResponse(&freqdv1.PeerAllocateResponse{Noted: &t}), nil
+		case err != nil:
+			return nil, peerWire(err)
+		case g != nil:
+			return connect.NewResponse(&freqdv1.PeerAllocateResponse{Granted: true, Grant: g}), nil
+		}
+		return connect.NewResponse(&freqdv1.PeerAllocateResponse{Versions: map[uint32]uint64{uint32(id): v}}), nil
+	}
+	if m.GetRequestId() != "" {
+		return nil, peerWire(fmt.Errorf("peer allocate: a request id needs only_partition: %w", freqd.ErrInvalidArgument))
+	}
+	free := make(map[uint32]uint64)
+	g, versions, err := n.allocLocal(ctx, m.GetClientId(), int(m.GetPartition()), false, m.GetProbe(), free)
+	if err != nil {
+		return nil, peerWire(err)
+	}
 	if g != nil {
 		return connect.NewResponse(&freqdv1.PeerAllocateResponse{Granted: true, Grant: g}), nil
 	}
-	return connect.NewResponse(&freqdv1.PeerAllocateResponse{Versions: versions}), nil
+	return connect.NewResponse(&freqdv1.PeerAllocateResponse{Versions: versions, Free: free}), nil
 }
 
 func (p *peerService) PeerRelease(ctx context.Context, req *connect.Request[freqdv1.PeerReleaseRequest]) (*connect.Response[freqdv1.ReleaseResponse], error) {
@@ -155,11 +192,11 @@ func (p *peerService) PeerRelease(ctx context.Context, req *connect.Request[freq
 	if err != nil {
 		return nil, peerWire(err)
 	}
-	s, err := n.held(ctx, id)
+	r, err := n.primaryFor(ctx, id)
 	if err != nil {
 		return nil, peerWire(err)
 	}
-	out, err := n.applyRelease(ctx, s, req.Msg.GetClientId(), req.Msg.GetFrequency())
+	out, err := n.applyRelease(ctx, r, req.Msg.GetClientId(), req.Msg.GetFrequency())
 	if err != nil {
 		return nil, peerWire(err)
 	}
@@ -172,27 +209,233 @@ func (p *peerService) PeerHolder(ctx context.Context, req *connect.Request[freqd
 	if err != nil {
 		return nil, peerWire(err)
 	}
-	s, err := n.held(ctx, id)
+	r, err := n.primaryFor(ctx, id)
 	if err != nil {
 		return nil, peerWire(err)
 	}
-	out, err := n.readHolder(ctx, s, req.Msg.GetFrequency())
+	out, err := n.readHolder(ctx, r, req.Msg.GetFrequency())
 	if err != nil {
 		return nil, peerWire(err)
 	}
 	return connect.NewResponse(out), nil
 }
 
-func (p *peerService) Transfer(ctx context.Context, req *connect.Request[freqdv1.TransferRequest]) (*connect.Response[freqdv1.TransferResponse], error) {
-	if err := p.n.receive(req.Msg); err != nil {
+func (p *peerService) PeerNote(ctx context.Context, req *connect.Request[freqdv1.PeerNoteRequest]) (*connect.Response[freqdv1.PeerNoteResponse], error) {
+	n := p.n
+	m := req.Msg
+	if err := freqd.ValidateClientID(m.GetClientId()); err != nil {
 		return nil, peerWire(err)
 	}
-	return connect.NewResponse(&freqdv1.TransferResponse{}), nil
+	if err := freqd.ValidateRequestID(m.GetRequestId()); err != nil || m.GetRequestId() == "" {
+		return nil, peerWire(fmt.Errorf("peer note: request id: %w", cmpErr(err)))
+	}
+	if int(m.GetTarget()) >= n.layout.Partitions() {
+		return nil, peerWire(fmt.Errorf("peer note: target partition %d is not in a pool of %d: %w", m.GetTarget(), n.layout.Partitions(), freqd.ErrInvalidArgument))
+	}
+	r, err := n.primaryFor(ctx, int(m.GetPartition()))
+	if err != nil {
+		return nil, peerWire(err)
+	}
+	if err := n.applyNote(ctx, r, m.GetClientId(), m.GetRequestId(), int(m.GetTarget())); err != nil {
+		return nil, peerWire(err)
+	}
+	return connect.NewResponse(&freqdv1.PeerNoteResponse{}), nil
 }
 
-// Status reports members and totals as this node sees them.
-func (n *Node) Status() *freqdv1.StatusResponse {
-	v := n.currentView()
+func cmpErr(err error) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("empty: %w", freqd.ErrInvalidArgument)
+}
+
+func (p *peerService) Prepare(ctx context.Context, req *connect.Request[freqdv1.PrepareRequest]) (*connect.Response[freqdv1.PrepareResponse], error) {
+	r, err := p.n.record(req.Msg.GetPartition())
+	if err != nil {
+		return nil, peerWire(err)
+	}
+	e := epochFromPB(req.Msg.GetEpoch())
+	if e.Term == 0 || e.Node == "" {
+		return nil, peerWire(fmt.Errorf("prepare of partition %d: no epoch: %w", r.id, freqd.ErrInvalidArgument))
+	}
+	return connect.NewResponse(p.n.prepare(r, e)), nil
+}
+
+func (p *peerService) Fetch(ctx context.Context, req *connect.Request[freqdv1.FetchRequest]) (*connect.Response[freqdv1.FetchResponse], error) {
+	r, err := p.n.record(req.Msg.GetPartition())
+	if err != nil {
+		return nil, peerWire(err)
+	}
+	return wire(p.n.fetch(r, epochFromPB(req.Msg.GetEpoch())))
+}
+
+func (p *peerService) Install(ctx context.Context, req *connect.Request[freqdv1.InstallRequest]) (*connect.Response[freqdv1.InstallResponse], error) {
+	n := p.n
+	m := req.Msg
+	r, err := n.record(m.GetPartition())
+	if err != nil {
+		return nil, peerWire(err)
+	}
+	cfg := configFromPB(m.GetConfig())
+	if err := n.validConfig(r.id, cfg); err != nil {
+		return nil, peerWire(err)
+	}
+	if to := replicaFromPB(m.GetTo()); to != n.self {
+		return nil, peerWire(fmt.Errorf("install of partition %d is for %v, but this is %v: %w", r.id, to, n.self, freqd.ErrInvalidArgument))
+	}
+	var part *partition.Partition
+	if len(m.GetSnapshot()) > 0 {
+		if part, err = n.restoreFor(r.id, m.GetSnapshot()); err != nil {
+			return nil, peerWire(err)
+		}
+	}
+	return wire(n.install(r, cfg, part, epochFromPB(m.GetBaseEpoch()), m.GetIndex(), m.GetCommitted()))
+}
+
+func (p *peerService) Commit(ctx context.Context, req *connect.Request[freqdv1.CommitRequest]) (*connect.Response[freqdv1.CommitResponse], error) {
+	r, err := p.n.record(req.Msg.GetPartition())
+	if err != nil {
+		return nil, peerWire(err)
+	}
+	cfg := configFromPB(req.Msg.GetConfig())
+	if err := p.n.validConfig(r.id, cfg); err != nil {
+		return nil, peerWire(err)
+	}
+	return connect.NewResponse(p.n.commit(r, cfg)), nil
+}
+
+func (p *peerService) Append(ctx context.Context, req *connect.Request[freqdv1.AppendRequest]) (*connect.Response[freqdv1.AppendResponse], error) {
+	n := p.n
+	m := req.Msg
+	r, err := n.record(m.GetPartition())
+	if err != nil {
+		return nil, peerWire(err)
+	}
+	if to := replicaFromPB(m.GetTo()); to != n.self {
+		return nil, peerWire(fmt.Errorf("append to partition %d is for %v, but this is %v: %w", r.id, to, n.self, freqd.ErrInvalidArgument))
+	}
+	return connect.NewResponse(n.appendCmds(r, epochFromPB(m.GetEpoch()), m.GetPrevIndex(), m.GetCommands())), nil
+}
+
+func (p *peerService) Partitions(ctx context.Context, _ *connect.Request[freqdv1.PartitionsRequest]) (*connect.Response[freqdv1.PartitionsResponse], error) {
+	return connect.NewResponse(p.n.replicaStates()), nil
+}
+
+// replicaStates reports this node's records that hold anything.
+func (n *Node) replicaStates() *freqdv1.PartitionsResponse {
+	out := &freqdv1.PartitionsResponse{Self: replicaToPB(n.self)}
+	for _, r := range n.recs {
+		r.mu.Lock()
+		if r.promised.IsZero() && r.reason == "" {
+			r.mu.Unlock()
+			continue
+		}
+		st := &freqdv1.ReplicaState{
+			Partition: uint32(r.id), Role: r.role.String(), Promised: epochToPB(r.promised),
+			Committed: configToPB(r.committed), Accepted: configToPB(r.accepted), Reason: r.reason,
+		}
+		if r.p != nil {
+			st.HasState, st.StateEpoch, st.Index = true, epochToPB(r.stateEpoch), r.index
+			st.Free, st.Held = uint64(r.p.Free()), uint64(r.p.Held())
+		}
+		if r.role == rolePrimary {
+			st.Writable, st.Reason = n.writableLocked(r)
+		}
+		r.mu.Unlock()
+		out.Replicas = append(out.Replicas, st)
+	}
+	return out
+}
+
+// statusTimeout bounds the status fan-out to each node.
+const statusTimeout = 2 * time.Second
+
+// partitionView is one partition as the status fan-out found it.
+type partitionView struct {
+	primary  string
+	state    *freqdv1.ReplicaState // the primary's record, or nil
+	ownerRec *freqdv1.ReplicaState // the ring owner's record, or nil
+}
+
+// clusterView asks every live node for its replica records and reports,
+// per partition, its primary (the newest epoch wins) and its owner's
+// record. exact is false if some node did not answer.
+func (n *Node) clusterView(ctx context.Context) ([]partitionView, bool) {
+	addrs := n.apiAddrs()
+	type answer struct {
+		name string
+		res  *freqdv1.PartitionsResponse
+	}
+	var mu sync.Mutex
+	var answers []answer
+	var wg sync.WaitGroup
+	exact := true
+	for name, addr := range addrs {
+		if name == n.opts.Name {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, statusTimeout)
+			defer cancel()
+			res, err := n.peer(addr).peer.Partitions(cctx, connect.NewRequest(&freqdv1.PartitionsRequest{}))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				exact = false
+				return
+			}
+			answers = append(answers, answer{name, res.Msg})
+		}()
+	}
+	wg.Wait()
+	answers = append(answers, answer{n.opts.Name, n.replicaStates()})
+	r := n.ring.Load()
+	out := make([]partitionView, n.layout.Partitions())
+	for _, a := range answers {
+		for _, st := range a.res.GetReplicas() {
+			id := int(st.GetPartition())
+			if id >= len(out) {
+				continue
+			}
+			pv := &out[id]
+			if owner, _ := r.Owner(id); owner == a.name {
+				pv.ownerRec = st
+			}
+			if st.GetRole() != rolePrimary.String() {
+				continue
+			}
+			if pv.state == nil || epochFromPB(st.GetAccepted().GetEpoch()).Compare(epochFromPB(pv.state.GetAccepted().GetEpoch())) > 0 {
+				pv.primary, pv.state = a.name, st
+			}
+		}
+	}
+	return out, exact
+}
+
+// problem says why a partition is not writable.
+func (n *Node) problem(id int, pv partitionView) string {
+	if pv.state != nil {
+		if pv.state.GetReason() != "" {
+			return pv.state.GetReason()
+		}
+		return "not writable"
+	}
+	owner, ok := n.ring.Load().Owner(id)
+	switch {
+	case !ok:
+		return "no active member owns it"
+	case pv.ownerRec != nil && pv.ownerRec.GetReason() != "":
+		return fmt.Sprintf("no primary; owner %s: %s", owner, pv.ownerRec.GetReason())
+	}
+	return fmt.Sprintf("no primary; owner %s has not taken it over (yet)", owner)
+}
+
+// Status reports members, totals and the partitions that are not writable,
+// from every live node's records (exact unless a node did not answer).
+func (n *Node) Status(ctx context.Context) *freqdv1.StatusResponse {
+	pvs, exact := n.clusterView(ctx)
 	r := n.ring.Load()
 	out := &freqdv1.StatusResponse{
 		Node:              n.opts.Name,
@@ -200,6 +443,7 @@ func (n *Node) Status() *freqdv1.StatusResponse {
 		Partitions:        uint32(n.layout.Partitions()),
 		ReplicationFactor: uint32(r.Config().ReplicationFactor),
 		Strategy:          string(n.opts.Strategy),
+		Exact:             exact,
 	}
 	for _, rg := range n.layout.Ranges() {
 		out.Ranges = append(out.Ranges, &freqdv1.Range{First: rg.First, Last: rg.Last})
@@ -209,22 +453,26 @@ func (n *Node) Status() *freqdv1.StatusResponse {
 		free, held uint64
 	}
 	per := make(map[string]*agg)
-	for id := range v.holder {
-		h := v.holder[id]
-		if h == "" {
+	for id, pv := range pvs {
+		if pv.state == nil || !pv.state.GetWritable() {
 			out.Unavailable = append(out.Unavailable, uint32(id))
+			out.Problems = append(out.Problems, &freqdv1.PartitionProblem{Partition: uint32(id), Reason: n.problem(id, pv)})
+		} else {
+			out.Writable++
+		}
+		if pv.state == nil {
 			continue
 		}
-		a := per[h]
+		a := per[pv.primary]
 		if a == nil {
 			a = &agg{}
-			per[h] = a
+			per[pv.primary] = a
 		}
 		a.parts++
-		a.free += v.free[id]
-		a.held += v.held[id]
-		out.Free += v.free[id]
-		out.Held += v.held[id]
+		a.free += pv.state.GetFree()
+		a.held += pv.state.GetHeld()
+		out.Free += pv.state.GetFree()
+		out.Held += pv.state.GetHeld()
 	}
 	for _, m := range n.ml.Members() {
 		mm := &freqdv1.Member{
@@ -239,18 +487,29 @@ func (n *Node) Status() *freqdv1.StatusResponse {
 	return out
 }
 
-// RingInfo reports each partition's range, owner, replicas and holder.
-func (n *Node) RingInfo() *freqdv1.RingResponse {
-	v := n.currentView()
+// RingInfo reports each partition's range, ring owner and replicas, and
+// its configuration: epoch, primary, replicas, whether it is writable.
+func (n *Node) RingInfo(ctx context.Context) *freqdv1.RingResponse {
+	pvs, _ := n.clusterView(ctx)
 	r := n.ring.Load()
 	out := &freqdv1.RingResponse{Node: n.opts.Name}
 	for _, sp := range n.layout.Spans() {
 		owner, _ := r.Owner(sp.ID)
-		out.Partitions = append(out.Partitions, &freqdv1.PartitionInfo{
+		pv := pvs[sp.ID]
+		pi := &freqdv1.PartitionInfo{
 			Id: uint32(sp.ID), First: sp.First, Last: sp.Last,
-			Owner: owner, Replicas: r.Replicas(sp.ID),
-			Holder: v.holder[sp.ID], Free: v.free[sp.ID], Held: v.held[sp.ID], Epoch: v.epoch[sp.ID],
-		})
+			Owner: owner, Replicas: r.Replicas(sp.ID), Holder: pv.primary,
+		}
+		if st := pv.state; st != nil {
+			cfg := configFromPB(st.GetAccepted())
+			pi.Free, pi.Held, pi.Index = st.GetFree(), st.GetHeld(), st.GetIndex()
+			pi.Epoch, pi.EpochNode, pi.Config = cfg.Epoch.Term, cfg.Epoch.Node, cfg.memberNames()
+			pi.Writable = st.GetWritable()
+		}
+		if !pi.Writable {
+			pi.Reason = n.problem(sp.ID, pv)
+		}
+		out.Partitions = append(out.Partitions, pi)
 	}
 	return out
 }

@@ -16,66 +16,86 @@ type Op uint8
 // The operations a Command can carry.
 const (
 	// OpGrant grants Command.Freq, or any free frequency if Command.Any.
+	// With a Command.Request it is deduplicated through the request
+	// window: see Partition.Apply.
 	OpGrant Op = 1
 	// OpRelease releases Command.Freq, held by Command.Client.
 	OpRelease Op = 2
+	// OpNote records in the request window that request Command.Request
+	// of Command.Client was placed in partition Command.Freq.
+	OpNote Op = 3
 )
 
-// String returns "grant", "release", or "op(N)" for an unknown op.
+// String returns "grant", "release", "note", or "op(N)" for an unknown op.
 func (o Op) String() string {
 	switch o {
 	case OpGrant:
 		return "grant"
 	case OpRelease:
 		return "release"
+	case OpNote:
+		return "note"
 	default:
 		return "op(" + strconv.Itoa(int(o)) + ")"
 	}
 }
 
-func (o Op) valid() bool { return o == OpGrant || o == OpRelease }
+func (o Op) valid() bool { return o == OpGrant || o == OpRelease || o == OpNote }
 
 // Command is one change to a partition. The caller validates Client with
-// freqd.ValidateClientID and stamps At before Apply; Apply itself only
-// rejects an empty or oversized Client.
+// freqd.ValidateClientID and Request with freqd.ValidateRequestID, and
+// stamps At, before Apply; Apply itself only rejects an empty or oversized
+// Client and an oversized Request (or an empty one on OpNote).
 type Command struct {
-	Op     Op
-	Client string // the client id
-	Freq   uint32 // the frequency, for OpGrant without Any and for OpRelease
-	Any    bool   // OpGrant only: grant any free frequency, ignoring Freq
-	At     int64  // unix nanoseconds; recorded as the grant time ("since")
+	Op      Op
+	Client  string // the client id
+	Request string // the client's request id; optional for OpGrant (ignored by OpRelease), required for OpNote
+	Freq    uint32 // the frequency, for OpGrant without Any and for OpRelease; the target partition id for OpNote
+	Any     bool   // OpGrant only: grant any free frequency, ignoring Freq
+	At      int64  // unix nanoseconds; recorded as the grant time ("since")
 }
 
-// String returns a short form for logs, e.g. `grant any to "c1" at 17`.
+// String returns a short form for logs, e.g. `grant any to "c1" at 17` or
+// `grant any to "c1" at 17 request "r9"`.
 func (c Command) String() string {
+	var s string
 	switch {
 	case c.Op == OpGrant && c.Any:
-		return fmt.Sprintf("grant any to %q at %d", c.Client, c.At)
+		s = fmt.Sprintf("grant any to %q at %d", c.Client, c.At)
 	case c.Op == OpGrant:
-		return fmt.Sprintf("grant %d to %q at %d", c.Freq, c.Client, c.At)
+		s = fmt.Sprintf("grant %d to %q at %d", c.Freq, c.Client, c.At)
+	case c.Op == OpNote:
+		return fmt.Sprintf("note request %q of %q in partition %d", c.Request, c.Client, c.Freq)
 	default:
-		return fmt.Sprintf("%v %d by %q at %d", c.Op, c.Freq, c.Client, c.At)
+		s = fmt.Sprintf("%v %d by %q at %d", c.Op, c.Freq, c.Client, c.At)
 	}
+	if c.Request != "" {
+		s += fmt.Sprintf(" request %q", c.Request)
+	}
+	return s
 }
 
-// commandVersion is the first byte of an encoded Command.
-const commandVersion = 1
+// commandVersion is the first byte of an encoded Command. Version 1 had no
+// request id; only version 2 is read.
+const commandVersion = 2
 
 const flagAny = 1 << 0
 
-// AppendBinary appends the encoding of c to b: version byte, op byte, flags
-// byte (bit 0: Any), uvarint Freq, varint At, uvarint len(Client) and the
-// client bytes. It fails, wrapping freqd.ErrInvalidArgument, for an unknown
-// op, Any on a release, or a client longer than freqd.MaxClientIDLen.
+// AppendBinary appends the encoding of c to b: version byte (2), op byte,
+// flags byte (bit 0: Any), uvarint Freq, varint At, uvarint len(Client)
+// and the client bytes, uvarint len(Request) and the request bytes. It
+// fails, wrapping freqd.ErrInvalidArgument, for an unknown op, Any on
+// other than a grant, a note without a request, a client longer than
+// freqd.MaxClientIDLen or a request longer than freqd.MaxRequestIDLen.
 func (c Command) AppendBinary(b []byte) ([]byte, error) {
-	if !c.Op.valid() {
-		return b, fmt.Errorf("encode command: unknown %v: %w", c.Op, freqd.ErrInvalidArgument)
-	}
-	if c.Any && c.Op != OpGrant {
-		return b, fmt.Errorf("encode command: any is only for grant, not %v: %w", c.Op, freqd.ErrInvalidArgument)
+	if err := c.checkShape(); err != nil {
+		return b, fmt.Errorf("encode command: %w: %w", err, freqd.ErrInvalidArgument)
 	}
 	if len(c.Client) > freqd.MaxClientIDLen {
 		return b, fmt.Errorf("encode command: client id is %d bytes, longer than %d: %w", len(c.Client), freqd.MaxClientIDLen, freqd.ErrInvalidArgument)
+	}
+	if len(c.Request) > freqd.MaxRequestIDLen {
+		return b, fmt.Errorf("encode command: request id is %d bytes, longer than %d: %w", len(c.Request), freqd.MaxRequestIDLen, freqd.ErrInvalidArgument)
 	}
 	var flags byte
 	if c.Any {
@@ -86,19 +106,37 @@ func (c Command) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.AppendVarint(b, c.At)
 	b = binary.AppendUvarint(b, uint64(len(c.Client)))
 	b = append(b, c.Client...)
+	b = binary.AppendUvarint(b, uint64(len(c.Request)))
+	b = append(b, c.Request...)
 	return b, nil
+}
+
+// checkShape checks the op and the fields that only some ops allow; the
+// encoder and decoder share it.
+func (c *Command) checkShape() error {
+	switch {
+	case !c.Op.valid():
+		return fmt.Errorf("unknown %v", c.Op)
+	case c.Any && c.Op != OpGrant:
+		return fmt.Errorf("any is only for grant, not %v", c.Op)
+	case c.Op == OpNote && c.Request == "":
+		return errors.New("note without a request id")
+	}
+	return nil
 }
 
 // MarshalBinary returns the encoding of c; see AppendBinary.
 func (c Command) MarshalBinary() ([]byte, error) {
-	return c.AppendBinary(make([]byte, 0, 3+5+10+2+len(c.Client)))
+	return c.AppendBinary(make([]byte, 0, 3+5+10+2+len(c.Client)+1+len(c.Request)))
 }
 
 // UnmarshalBinary decodes exactly one Command from b, as written by
-// AppendBinary. It is strict: an unknown version, op or flag, Any on a
-// release, a frequency above MaxUint32, a non-minimal varint, a client id
-// longer than freqd.MaxClientIDLen, a short buffer or trailing bytes are
-// errors wrapping freqd.ErrInvalidArgument. On error c is unchanged.
+// AppendBinary. It is strict: an unknown version, op or flag, Any on other
+// than a grant, a note without a request, a frequency above MaxUint32, a
+// non-minimal varint, a client id longer than freqd.MaxClientIDLen, a
+// request id longer than freqd.MaxRequestIDLen, a short buffer or trailing
+// bytes are errors wrapping freqd.ErrInvalidArgument. On error c is
+// unchanged.
 func (c *Command) UnmarshalBinary(b []byte) error {
 	d, err := decodeCommand(b)
 	if err != nil {
@@ -124,9 +162,6 @@ func decodeCommand(b []byte) (Command, error) {
 		return Command{}, fmt.Errorf("unknown flags %#x", flags)
 	}
 	c.Any = flags&flagAny != 0
-	if c.Any && c.Op != OpGrant {
-		return Command{}, fmt.Errorf("any is only for grant, not %v", c.Op)
-	}
 	r := reader{b: b[3:]}
 	freq := r.uvarint("freq")
 	c.At = r.varint("at")
@@ -142,11 +177,22 @@ func decodeCommand(b []byte) (Command, error) {
 		return Command{}, fmt.Errorf("client id is %d bytes, longer than %d", n, freqd.MaxClientIDLen)
 	}
 	c.Client = string(r.bytes(int(n), "client id"))
+	n = r.uvarint("request length")
+	if r.err != nil {
+		return Command{}, r.err
+	}
+	if n > freqd.MaxRequestIDLen {
+		return Command{}, fmt.Errorf("request id is %d bytes, longer than %d", n, freqd.MaxRequestIDLen)
+	}
+	c.Request = string(r.bytes(int(n), "request id"))
 	if r.err != nil {
 		return Command{}, r.err
 	}
 	if len(r.b) != 0 {
 		return Command{}, fmt.Errorf("%d trailing bytes", len(r.b))
+	}
+	if err := c.checkShape(); err != nil {
+		return Command{}, err
 	}
 	return c, nil
 }

@@ -14,6 +14,10 @@ func TestCommandRoundTrip(t *testing.T) {
 		{Op: OpGrant, Client: "client-7", Freq: 4294967295, At: -1},
 		{Op: OpRelease, Client: strings.Repeat("é", freqd.MaxClientIDLen/2), Freq: 0, At: 1 << 62},
 		{Op: OpRelease, Client: "", Freq: 12, At: -1 << 63},
+		{Op: OpGrant, Client: "a", Request: "req-1", Any: true, At: 3},
+		{Op: OpGrant, Client: "a", Request: strings.Repeat("r", freqd.MaxRequestIDLen), Freq: 7},
+		{Op: OpRelease, Client: "a", Request: "ignored", Freq: 7},
+		{Op: OpNote, Client: "a", Request: "req-2", Freq: 41},
 	}
 	for _, c := range cmds {
 		b, err := c.MarshalBinary()
@@ -32,17 +36,29 @@ func TestCommandRoundTrip(t *testing.T) {
 			t.Fatalf("round trip %+v -> %+v", c, d)
 		}
 	}
-	if b, _ := (Command{Op: OpGrant, Client: "a", Any: true, At: 1}).MarshalBinary(); string(b) != "\x01\x01\x01\x00\x02\x01a" {
-		t.Fatalf("encoding %q changed", b)
+	for _, tt := range []struct {
+		c    Command
+		want string
+	}{
+		{Command{Op: OpGrant, Client: "a", Any: true, At: 1}, "\x02\x01\x01\x00\x02\x01a\x00"},
+		{Command{Op: OpGrant, Client: "a", Request: "rq", Freq: 300, At: -1}, "\x02\x01\x00\xac\x02\x01\x01a\x02rq"},
+		{Command{Op: OpNote, Client: "a", Request: "r", Freq: 5}, "\x02\x03\x00\x05\x00\x01a\x01r"},
+	} {
+		if b, _ := tt.c.MarshalBinary(); string(b) != tt.want {
+			t.Errorf("encoding of %v is %q, want %q", tt.c, b, tt.want)
+		}
 	}
 }
 
 func TestCommandEncodeErrors(t *testing.T) {
 	for _, c := range []Command{
 		{Op: 0, Client: "a"},
-		{Op: 3, Client: "a"},
+		{Op: 4, Client: "a"},
 		{Op: OpRelease, Client: "a", Any: true},
+		{Op: OpNote, Client: "a", Request: "r", Any: true},
+		{Op: OpNote, Client: "a", Freq: 3},
 		{Op: OpGrant, Client: strings.Repeat("x", freqd.MaxClientIDLen+1)},
+		{Op: OpGrant, Client: "a", Request: strings.Repeat("x", freqd.MaxRequestIDLen+1)},
 	} {
 		if b, err := c.AppendBinary([]byte("x")); !errors.Is(err, freqd.ErrInvalidArgument) || string(b) != "x" {
 			t.Errorf("AppendBinary(%+v) = %q, %v; want ErrInvalidArgument and b unchanged", c, b, err)
@@ -52,27 +68,37 @@ func TestCommandEncodeErrors(t *testing.T) {
 
 func TestCommandUnmarshalErrors(t *testing.T) {
 	valid, _ := Command{Op: OpGrant, Client: "ab", Freq: 300, At: 5}.MarshalBinary()
-	long := append([]byte{1, 1, 0, 0, 0}, appendUvarint(nil, freqd.MaxClientIDLen+1)...)
+	long := append([]byte{2, 1, 0, 0, 0}, appendUvarint(nil, freqd.MaxClientIDLen+1)...)
 	long = append(long, make([]byte, freqd.MaxClientIDLen+1)...)
+	long = append(long, 0)
+	longReq := append([]byte{2, 1, 0, 0, 0, 1, 'a'}, appendUvarint(nil, freqd.MaxRequestIDLen+1)...)
+	longReq = append(longReq, make([]byte, freqd.MaxRequestIDLen+1)...)
 	tests := []struct {
 		name string
 		in   []byte
 		want string
 	}{
 		{"empty", nil, "too short"},
-		{"short header", []byte{1, 1}, "too short"},
-		{"version", append([]byte{2}, valid[1:]...), "unknown version 2"},
-		{"op zero", []byte{1, 0, 0, 0, 0, 0}, "unknown op(0)"},
-		{"op 3", []byte{1, 3, 0, 0, 0, 0}, "unknown op(3)"},
-		{"flags", []byte{1, 1, 2, 0, 0, 0}, "unknown flags"},
-		{"any on release", []byte{1, 2, 1, 0, 0, 0}, "any is only for grant"},
-		{"freq too big", append([]byte{1, 1, 0}, append(appendUvarint(nil, 1<<32), 0, 0)...), "freq 4294967296"},
-		{"non-minimal freq", []byte{1, 1, 0, 0x80, 0x00, 0, 0}, "non-minimal"},
-		{"varint overflow", []byte{1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0}, "overflows"},
-		{"missing at", []byte{1, 1, 0, 5}, "at: unexpected end"},
-		{"missing client len", []byte{1, 1, 0, 5, 0}, "client length: unexpected end"},
-		{"short client", []byte{1, 1, 0, 5, 0, 3, 'a'}, "client id: unexpected end"},
-		{"oversized client", long, "longer than 256"},
+		{"short header", []byte{2, 1}, "too short"},
+		{"version 1", append([]byte{1}, valid[1:]...), "unknown version 1"},
+		{"version 3", append([]byte{3}, valid[1:]...), "unknown version 3"},
+		{"op zero", []byte{2, 0, 0, 0, 0, 0, 0}, "unknown op(0)"},
+		{"op 4", []byte{2, 4, 0, 0, 0, 0, 0}, "unknown op(4)"},
+		{"flags", []byte{2, 1, 2, 0, 0, 0, 0}, "unknown flags"},
+		{"any on release", []byte{2, 2, 1, 0, 0, 1, 'a', 0}, "any is only for grant"},
+		{"any on note", []byte{2, 3, 1, 0, 0, 1, 'a', 1, 'r'}, "any is only for grant"},
+		{"note without request", []byte{2, 3, 0, 0, 0, 1, 'a', 0}, "note without a request"},
+		{"freq too big", append([]byte{2, 1, 0}, append(appendUvarint(nil, 1<<32), 0, 0, 0)...), "freq 4294967296"},
+		{"non-minimal freq", []byte{2, 1, 0, 0x80, 0x00, 0, 0, 0}, "non-minimal"},
+		{"varint overflow", []byte{2, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0}, "overflows"},
+		{"missing at", []byte{2, 1, 0, 5}, "at: unexpected end"},
+		{"missing client len", []byte{2, 1, 0, 5, 0}, "client length: unexpected end"},
+		{"short client", []byte{2, 1, 0, 5, 0, 3, 'a'}, "client id: unexpected end"},
+		{"oversized client", long, "client id is 257 bytes, longer than 256"},
+		{"missing request len", []byte{2, 1, 0, 5, 0, 1, 'a'}, "request length: unexpected end"},
+		{"non-minimal request len", []byte{2, 1, 0, 5, 0, 1, 'a', 0x81, 0x00, 'r'}, "request length: non-minimal"},
+		{"short request", []byte{2, 1, 0, 5, 0, 1, 'a', 2, 'r'}, "request id: unexpected end"},
+		{"oversized request", longReq, "request id is 129 bytes, longer than 128"},
 		{"trailing", append(valid, 0), "1 trailing bytes"},
 	}
 	for _, tt := range tests {
@@ -93,10 +119,16 @@ func TestOpAndCommandString(t *testing.T) {
 	for _, tt := range []struct{ got, want string }{
 		{OpGrant.String(), "grant"},
 		{OpRelease.String(), "release"},
+		{OpNote.String(), "note"},
 		{Op(9).String(), "op(9)"},
+		{RecordGrant.String(), "grant"},
+		{RecordNote.String(), "note"},
+		{RecordKind(7).String(), "kind(7)"},
 		{grantAny("a", 1).String(), `grant any to "a" at 1`},
 		{grant("a", 5, 1).String(), `grant 5 to "a" at 1`},
 		{Command{Op: OpRelease, Client: "a", Freq: 5, At: 2}.String(), `release 5 by "a" at 2`},
+		{Command{Op: OpGrant, Client: "a", Request: "r1", Any: true, At: 2}.String(), `grant any to "a" at 2 request "r1"`},
+		{Command{Op: OpNote, Client: "a", Request: "r1", Freq: 4}.String(), `note request "r1" of "a" in partition 4`},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)

@@ -1,11 +1,12 @@
 // Package partition is the state machine of one partition: a contiguous
-// range of frequencies, which of them are free, and for each held one its
-// holder (a client id) and when it was granted.
+// range of frequencies, which of them are free, for each held one its
+// holder (a client id) and when it was granted, and a window of recent
+// client requests so that retries are answered rather than applied twice.
 //
 // # Commands
 //
 // Every change is a Command (grant one frequency, grant any frequency,
-// release one) applied in order by Partition.Apply. Apply is pure,
+// release one, note a request) applied in order by Partition.Apply. Apply is pure,
 // synchronous and deterministic: no goroutines, clocks, randomness, map
 // iteration or I/O. The caller stamps Command.At (unix nanoseconds) before
 // Apply, so replicas that apply the same commands from the same snapshot
@@ -19,6 +20,39 @@
 // release (ErrNotHolder). Granting a frequency the client already holds
 // succeeds without change and returns the original grant time, so retries
 // are idempotent.
+//
+// # Request window
+//
+// A grant of any frequency is not idempotent by itself: a client that
+// retries after a lost answer would get a second frequency. So a Command
+// may carry the client's request id (Command.Request, checked by
+// freqd.ValidateRequestID). Each partition keeps the last DedupWindow
+// (8192) request records in FIFO order; when full, recording a new request
+// evicts the oldest record. A record is either a grant (this request got
+// frequency F at time T here) or a note (this request was placed in
+// partition P: OpNote, which lets a "home" partition remember where a
+// request of its client went). Recording a request that already has a
+// record replaces it: the old one is removed and the new one appended.
+//
+// A grant with a request id whose grant record names a frequency the
+// client still holds with the same grant time is a retry: Apply returns
+// that grant with Result.Dup set and changes nothing, Version included.
+// Otherwise the grant is applied as usual and, if it changed the state,
+// recorded; failures and idempotent re-grants record nothing. Once the
+// client releases the frequency, the record no longer matches and a retry
+// grants afresh (the window remembers grants, not releases). A grant time
+// identifies the grant, so callers stamp At so that one client does not
+// get the same frequency twice at the same instant. Partition.Request
+// reports a request's record under the same rule.
+//
+// Records are keyed by xxhash.Sum64String(client + "\x00" + request),
+// not by the ids, to keep them small. We assume distinct pairs never
+// collide: a lookup matches another pair's record with probability
+// n/2⁶⁴ for n records (2⁻⁵¹ for a full window), and even then a grant
+// record only answers a retry of the client holding its frequency. Valid ids contain no NUL, so
+// distinct pairs hash distinct strings. The window is part of the
+// replicated state: it depends only on the commands applied, is in the
+// snapshot and is compared by Equal.
 //
 // # Reuse order
 //
@@ -35,8 +69,8 @@
 // # Data structure and memory
 //
 // All operations are O(1) except HeldBy (O(held by that client)), Equal,
-// Snapshot and Restore (O(size)). State is kept in dense per-offset
-// arrays, offset = frequency - First:
+// Snapshot and Restore (O(size + window)). State is kept in dense
+// per-offset arrays, offset = frequency - First:
 //
 //	holder []uint32 // interned client slot, 0 = free         4 bytes
 //	since  []int64  // grant time, unix ns                    8 bytes
@@ -45,11 +79,19 @@
 //
 // Every frequency is in exactly one list: the free FIFO queue or its
 // holder's list. That is 20 bytes per frequency, free or held (measured by
-// BenchmarkHeldMemory at about 20-21 bytes per held frequency with 1M held
-// across 1000 clients). Client ids are interned: one copy of each distinct
+// TestMemoryPerHeld and BenchmarkHeldMemory at about 20-21 bytes per held
+// frequency with 1M held across 1000 clients, with or without a request id
+// on every grant). Client ids are interned: one copy of each distinct
 // id, in a slot with its list head, tail and count (about 32 bytes) plus one
 // map entry; a slot is reference-counted by the number of frequencies held
 // and is dropped, and its slot reused, when that reaches zero.
+//
+// The request window is a doubly-linked FIFO over a slice of records (key,
+// kind, value, time and links: 32 bytes) plus a map from key to slot. It
+// grows with use and is allocated lazily; full, it takes about 0.5 MiB
+// (TestMemoryWindow), a fixed cost per busy partition independent of its
+// size. Recording is O(1): a replaced record is unlinked and relinked at
+// the back, and when full the oldest record's slot is reused.
 //
 // Slot numbers are internal: Snapshot writes clients sorted by id, so the
 // snapshot bytes depend only on the logical state (free order, holders,
@@ -58,11 +100,23 @@
 //
 // # Snapshot format
 //
-// Version byte 1, then uvarints id, first, last, version, the free count
+// Version byte 2, then uvarints id, first, last, version, the free count
 // and the free queue as zig-zag deltas of offsets; the client count and for
 // each client (ascending id) its id, held count, and each held offset
-// (zig-zag delta) with its grant time (varint); then a CRC-32C of all that,
-// little-endian. Restore is strict: it rejects a bad checksum, non-minimal
-// varints, unsorted or duplicate clients, any frequency missing or present
-// twice, and trailing bytes, all wrapping freqd.ErrInvalidArgument.
+// (zig-zag delta) with its grant time (varint); the request record count
+// and each record oldest first: key (8 bytes, little-endian), kind byte
+// (1 grant, 2 note), value (uvarint: frequency or partition id) and time
+// (varint; 0 for a note); then a CRC-32C of all that, little-endian.
+// Restore is strict: it rejects a bad checksum, non-minimal varints,
+// unsorted or duplicate clients, any frequency missing or present twice,
+// more than DedupWindow records, duplicate record keys, unknown kinds,
+// grant records outside the range, and trailing bytes, all wrapping
+// freqd.ErrInvalidArgument. Version 1 (no window) is not read.
+//
+// # Command encoding
+//
+// Commands travel from the primary to the replicas as Command.MarshalBinary
+// bytes: version byte 2, op, flags (bit 0: Any), uvarint Freq, varint At,
+// then the client id and the request id, each a uvarint length and its
+// bytes. The decoder is as strict as Restore.
 package partition

@@ -1,6 +1,7 @@
 package partition
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -217,10 +218,13 @@ func TestNewEdges(t *testing.T) {
 	}
 }
 
-// randomCommand draws a command biased towards interesting cases.
+// randomCommand draws a command biased towards interesting cases: request
+// ids from a small set, so retries and replaced records are common.
 func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
-	clients := []string{"a", "b", "c", "d", "e"}
-	c := Command{Client: clients[rng.IntN(len(clients))], At: at}
+	c := Command{Client: testClients[rng.IntN(len(testClients))], At: at}
+	if rng.IntN(3) > 0 {
+		c.Request = testRequests[rng.IntN(len(testRequests))]
+	}
 	span := int(last - first + 1)
 	f := first + uint32(rng.IntN(span))
 	switch rng.IntN(20) {
@@ -231,10 +235,12 @@ func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
 	}
 	c.Freq = f
 	switch k := rng.IntN(100); {
-	case k < 40:
+	case k < 35:
 		c.Op, c.Any = OpGrant, true
-	case k < 60:
+	case k < 55:
 		c.Op = OpGrant
+	case k < 60:
+		c.Op, c.Freq = OpNote, uint32(rng.IntN(4))
 	case k < 97:
 		c.Op = OpRelease
 	case k < 98:
@@ -429,37 +435,70 @@ func TestRestoreRejects(t *testing.T) {
 	}
 	cat := func(parts ...[]byte) []byte { return slices.Concat(parts...) }
 	hdr := func(first, last, version, nfree uint64) []byte {
-		return cat([]byte{1}, u(0, first, last, version, nfree))
+		return cat([]byte{2}, u(0, first, last, version, nfree))
+	}
+	key := func(k uint64) []byte { return binary.LittleEndian.AppendUint64(nil, k) }
+	rec := func(k uint64, kind byte, value uint64, since int64) []byte {
+		return cat(key(k), []byte{kind}, u(value), z(since))
+	}
+	// oneHeld is a body up to the window: 10-12, 11 held by "a" since 77,
+	// version 5.
+	oneHeld := cat(hdr(10, 12, 5, 2), z(1, 2), u(1, 1), []byte("a"), u(1), z(2, 77))
+	many := u(DedupWindow + 1)
+	for i := range DedupWindow + 1 {
+		many = append(many, rec(uint64(i), 2, 1, 0)...)
 	}
 	tests := []struct {
 		name, want string
 		body       []byte
+		win        []byte // the window section; nil means none (count 0)
 	}{
-		{"valid all free", "", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0))},
-		{"valid one held", "", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(3, 77))},
-		{"bad version", "unknown version", cat([]byte{2}, u(0, 10, 12, 0, 3), z(1, 1, 1), u(0))},
-		{"reversed range", "bad range", cat(hdr(12, 10, 0, 3), z(1, 1, 1), u(0))},
-		{"range too big for input", "does not fit", cat(hdr(0, 1000, 0, 1), z(1), u(0))},
-		{"missing frequency", "neither free nor held", cat(hdr(10, 12, 1, 2), z(1, 1), u(0))},
-		{"duplicate free", "appears twice", cat(hdr(10, 12, 0, 3), z(1, 0, 1), u(0))},
-		{"free out of range", "out of range", cat(hdr(10, 12, 0, 3), z(1, 1, 5), u(0))},
-		{"negative offset", "out of range", cat(hdr(10, 12, 0, 3), z(-3, 1, 1), u(0))},
-		{"trailing", "trailing", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0), []byte{0})},
-		{"non-minimal varint", "non-minimal", cat([]byte{1}, []byte{0x80, 0x00}, u(10, 12, 0, 3), z(1, 1, 1), u(0))},
-		{"empty client id", "id length 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 0), u(1), z(1, 77))},
-		{"client holds nothing", "held count 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(0))},
-		{"version below held", "version 0 is below", cat(hdr(10, 12, 0, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(1, 77))},
-		{"held twice", "appears twice", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), z(3, 5), u(1), []byte("b"), u(1), z(1, 6))},
-		{"unsorted clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("b"), u(1), z(2, 5), u(1), []byte("a"), u(1), z(3, 6))},
-		{"duplicate clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), z(2, 5), u(1), []byte("a"), u(1), z(3, 6))},
-		{"too many clients", "clients for", cat(hdr(10, 12, 1, 2), z(1, 1), u(2, 1), []byte("a"), u(1), z(1, 77))},
-		{"count too large", "held count 2", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(2), z(1, 77))},
-		{"short", "end of data", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(3))},
-		{"long client id", "id length 257", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 257), make([]byte, 257), u(1), z(1, 77))},
+		{"valid all free", "", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"valid one held", "", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(3, 77)), nil},
+		{"valid window", "", oneHeld, cat(u(3), rec(7, 1, 11, 77), rec(1<<63, 2, 4, 0), rec(9, 1, 12, -3))},
+		{"valid window note max", "", oneHeld, cat(u(1), rec(7, 2, math.MaxUint32, 0))},
+		{"bad version 1", "unknown version 1", cat([]byte{1}, u(0, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"bad version 3", "unknown version 3", cat([]byte{3}, u(0, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"window over capacity", "8193 request records: more than 8192", cat(hdr(0, 0, 1<<20, 1), z(1), u(0)), many},
+		{"window short", "does not fit", oneHeld, cat(u(2), rec(7, 1, 11, 77))},
+		{"window record truncated", "request time: unexpected end", oneHeld, cat(u(1), rec(7, 1, 11, 1<<62)[:15])},
+		{"window missing", "request count: unexpected end", oneHeld, []byte{}},
+		{"version below records", "version 1 is below the 2 request records", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), z(2, 77)), cat(u(2), rec(1, 2, 0, 0), rec(2, 2, 0, 0))},
+		{"duplicate key", "appears twice", oneHeld, cat(u(2), rec(7, 2, 1, 0), rec(7, 1, 11, 77))},
+		{"kind zero", "unknown record kind(0)", oneHeld, cat(u(1), rec(7, 0, 11, 77))},
+		{"kind three", "unknown record kind(3)", oneHeld, cat(u(1), rec(7, 3, 11, 77))},
+		{"grant below range", "grant record of frequency 9 outside 10-12", oneHeld, cat(u(1), rec(7, 1, 9, 77))},
+		{"grant above range", "grant record of frequency 13 outside 10-12", oneHeld, cat(u(1), rec(7, 1, 13, 77))},
+		{"note with time", "note record with time 5", oneHeld, cat(u(1), rec(7, 2, 1, 5))},
+		{"note value too big", "value 4294967296", oneHeld, cat(u(1), rec(7, 2, 1<<32, 0))},
+		{"non-minimal record value", "non-minimal", oneHeld, cat(u(1), key(7), []byte{2, 0x80, 0x00}, z(0))},
+		{"trailing after window", "1 trailing bytes", oneHeld, cat(u(1), rec(7, 2, 1, 0), []byte{0})},
+		{"reversed range", "bad range", cat(hdr(12, 10, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"range too big for input", "does not fit", cat(hdr(0, 1000, 0, 1), z(1), u(0)), nil},
+		{"missing frequency", "neither free nor held", cat(hdr(10, 12, 1, 2), z(1, 1), u(0)), nil},
+		{"duplicate free", "appears twice", cat(hdr(10, 12, 0, 3), z(1, 0, 1), u(0)), nil},
+		{"free out of range", "out of range", cat(hdr(10, 12, 0, 3), z(1, 1, 5), u(0)), nil},
+		{"negative offset", "out of range", cat(hdr(10, 12, 0, 3), z(-3, 1, 1), u(0)), nil},
+		{"trailing", "trailing", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0), []byte{0}), nil},
+		{"non-minimal varint", "non-minimal", cat([]byte{2}, []byte{0x80, 0x00}, u(10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"empty client id", "id length 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 0), u(1), z(1, 77)), nil},
+		{"client holds nothing", "held count 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(0)), nil},
+		{"version below held", "version 0 is below", cat(hdr(10, 12, 0, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(1, 77)), nil},
+		{"held twice", "appears twice", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), z(3, 5), u(1), []byte("b"), u(1), z(1, 6)), nil},
+		{"unsorted clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("b"), u(1), z(2, 5), u(1), []byte("a"), u(1), z(3, 6)), nil},
+		{"duplicate clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), z(2, 5), u(1), []byte("a"), u(1), z(3, 6)), nil},
+		{"too many clients", "clients for", cat(hdr(10, 12, 1, 2), z(1, 1), u(2, 1), []byte("a"), u(1), z(1, 77)), nil},
+		{"count too large", "held count 2", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(2), z(1, 77)), nil},
+		{"short", "end of data", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(3)), nil},
+		{"long client id", "id length 257", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 257), make([]byte, 257), u(1), z(1, 77)), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := withCRC(tt.body)
+			win := tt.win
+			if win == nil {
+				win = u(0)
+			}
+			b := withCRC(cat(tt.body, win))
 			p, err := Restore(b)
 			if tt.want == "" {
 				if err != nil {

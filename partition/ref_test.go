@@ -6,11 +6,14 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/freqd/freqd"
 )
 
 // ref is a naive reference model of a partition: a free slice used as a
-// FIFO queue, a map of holdings and each client's grants in order.
+// FIFO queue, a map of holdings, each client's grants in order, and the
+// request window as a slice, oldest first, searched linearly.
 type ref struct {
 	id          int
 	first, last uint32
@@ -18,11 +21,53 @@ type ref struct {
 	free        []uint32
 	held        map[uint32]refHold
 	byClient    map[string][]uint32
+	window      []refRec
 }
 
 type refHold struct {
 	client string
 	since  int64
+}
+
+// refRec is a request record; key is computed by the formula the package
+// doc gives, not by the package's own function.
+type refRec struct {
+	key   uint64
+	kind  RecordKind
+	value uint32
+	since int64
+}
+
+func refKey(client, request string) uint64 { return xxhash.Sum64String(client + "\x00" + request) }
+
+// find returns the index of key in the window, or -1.
+func (r *ref) find(key uint64) int {
+	return slices.IndexFunc(r.window, func(x refRec) bool { return x.key == key })
+}
+
+// put removes any record of rec.key, evicts the oldest if full, and
+// appends rec.
+func (r *ref) put(rec refRec) {
+	if i := r.find(rec.key); i >= 0 {
+		r.window = slices.Delete(r.window, i, i+1)
+	}
+	if len(r.window) == DedupWindow {
+		r.window = r.window[1:]
+	}
+	r.window = append(r.window, rec)
+}
+
+// request is the reference of Partition.Request.
+func (r *ref) request(client, request string) (Record, bool) {
+	i := r.find(refKey(client, request))
+	if i < 0 {
+		return Record{}, false
+	}
+	rec := r.window[i]
+	if rec.kind == RecordGrant && r.held[rec.value] != (refHold{client, rec.since}) {
+		return Record{}, false
+	}
+	return Record{Kind: rec.kind, Value: rec.value, Since: rec.since}, true
 }
 
 func newRef(id int, first, last uint32) *ref {
@@ -33,11 +78,42 @@ func newRef(id int, first, last uint32) *ref {
 	return r
 }
 
-// apply returns (freq, since, sentinel).
-func (r *ref) apply(c Command) (uint32, int64, error) {
+// apply returns the result, with the sentinel as Err.
+func (r *ref) apply(c Command) Result {
 	if c.Client == "" || len(c.Client) > freqd.MaxClientIDLen {
-		return 0, 0, freqd.ErrInvalidClientID
+		return Result{Err: freqd.ErrInvalidClientID}
 	}
+	if len(c.Request) > freqd.MaxRequestIDLen {
+		return Result{Err: freqd.ErrInvalidArgument}
+	}
+	switch {
+	case c.Op == OpGrant && c.Request != "":
+		key := refKey(c.Client, c.Request)
+		if i := r.find(key); i >= 0 {
+			if rec := r.window[i]; rec.kind == RecordGrant && r.held[rec.value] == (refHold{c.Client, rec.since}) {
+				return Result{Freq: rec.value, Since: rec.since, Dup: true}
+			}
+		}
+		v := r.version
+		plain := c
+		plain.Request = ""
+		res := r.apply(plain)
+		if res.Err == nil && r.version != v {
+			r.put(refRec{key: key, kind: RecordGrant, value: res.Freq, since: res.Since})
+		}
+		return res
+	case c.Op == OpNote && !c.Any && c.Request != "":
+		r.put(refRec{key: refKey(c.Client, c.Request), kind: RecordNote, value: c.Freq})
+		r.version++
+		return Result{Freq: c.Freq}
+	}
+	f, since, err := r.applyPlain(c)
+	return Result{Freq: f, Since: since, Err: err}
+}
+
+// applyPlain applies a grant or release, ignoring Request; it returns
+// (freq, since, sentinel).
+func (r *ref) applyPlain(c Command) (uint32, int64, error) {
 	switch {
 	case c.Op == OpGrant && c.Any:
 		if len(r.free) == 0 {
@@ -120,7 +196,8 @@ func sentinelOf(err error) error {
 	return found
 }
 
-// compare checks that p's state equals r's and that p's invariants hold.
+// compare checks that p's state equals r's and that p's invariants hold,
+// and asks Request about every pair of testClients and testRequests.
 func compare(t testing.TB, p *Partition, r *ref) {
 	t.Helper()
 	if err := p.check(); err != nil {
@@ -148,18 +225,50 @@ func compare(t testing.TB, p *Partition, r *ref) {
 			t.Fatalf("HeldBy(%q) = %v, reference %v", c, got, l)
 		}
 	}
+	if got := windowOf(p); !slices.Equal(got, r.window) && !(len(got) == 0 && len(r.window) == 0) {
+		t.Fatalf("window of %d records differs from the reference's %d", len(got), len(r.window))
+	}
+	if p.Requests() != len(r.window) {
+		t.Fatalf("Requests() = %d, reference %d", p.Requests(), len(r.window))
+	}
+	for _, c := range testClients {
+		for _, q := range testRequests {
+			got, ok := p.Request(c, q)
+			want, wok := r.request(c, q)
+			if got != want || ok != wok {
+				t.Fatalf("Request(%q, %q) = %+v %v, reference %+v %v", c, q, got, ok, want, wok)
+			}
+		}
+	}
+}
+
+// testClients and testRequests are the ids randomCommand draws from.
+var (
+	testClients  = []string{"a", "b", "c", "d", "e"}
+	testRequests = []string{"", "r1", "r2", "r3", "r4"}
+)
+
+// windowOf returns p's window oldest first, in the reference's form.
+func windowOf(p *Partition) []refRec {
+	w := &p.window
+	var out []refRec
+	for slot := w.head; slot != none; slot = w.recs[slot].next {
+		x := w.recs[slot]
+		out = append(out, refRec{key: x.key, kind: x.kind, value: x.value, since: x.since})
+	}
+	return out
 }
 
 // step applies c to both and checks the results agree.
 func step(t testing.TB, p *Partition, r *ref, c Command) Result {
 	t.Helper()
 	res := p.Apply(c)
-	f, since, wantErr := r.apply(c)
-	if got := sentinelOf(res.Err); got != wantErr {
-		t.Fatalf("%v: error %v (%v), reference %v", c, res.Err, got, wantErr)
+	want := r.apply(c)
+	if got := sentinelOf(res.Err); got != want.Err {
+		t.Fatalf("%v: error %v (%v), reference %v", c, res.Err, got, want.Err)
 	}
-	if res.Freq != f || res.Since != since {
-		t.Fatalf("%v: got freq %d since %d, reference %d %d", c, res.Freq, res.Since, f, since)
+	if res.Freq != want.Freq || res.Since != want.Since || res.Dup != want.Dup {
+		t.Fatalf("%v: got freq %d since %d dup %v, reference %d %d %v", c, res.Freq, res.Since, res.Dup, want.Freq, want.Since, want.Dup)
 	}
 	return res
 }

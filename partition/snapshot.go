@@ -12,18 +12,24 @@ import (
 	"github.com/freqd/freqd"
 )
 
-const snapshotVersion = 1
+// snapshotVersion is the first byte of a snapshot. Version 1 had no
+// request window and was never persisted; only version 2 is read.
+const snapshotVersion = 2
+
+// minRecordBytes is the fewest bytes one window record takes in a
+// snapshot: 8 key, 1 kind, 1 value, 1 since.
+const minRecordBytes = 11
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Snapshot returns the full state of p: id, range, version, the free queue
-// in order, and every client with its frequencies in grant order and their
-// grant times, followed by a CRC-32C. The bytes depend only on the logical
+// in order, every client with its frequencies in grant order and their
+// grant times, and the request window oldest first, followed by a CRC-32C. The bytes depend only on the logical
 // state, so replicas in the same state produce identical snapshots. The
 // error is always nil today; it is there for the encoding.BinaryMarshaler
 // shape.
 func (p *Partition) Snapshot() ([]byte, error) {
-	b := make([]byte, 0, 32+2*p.free+12*p.Held())
+	b := make([]byte, 0, 32+2*p.free+12*p.Held()+20*p.window.len())
 	b = append(b, snapshotVersion)
 	b = binary.AppendUvarint(b, uint64(p.id))
 	b = binary.AppendUvarint(b, uint64(p.first))
@@ -57,14 +63,27 @@ func (p *Partition) Snapshot() ([]byte, error) {
 			prev = int64(off)
 		}
 	}
+
+	w := &p.window
+	b = binary.AppendUvarint(b, uint64(w.len()))
+	for slot := w.head; slot != none; slot = w.recs[slot].next {
+		r := &w.recs[slot]
+		b = binary.LittleEndian.AppendUint64(b, r.key)
+		b = append(b, byte(r.kind))
+		b = binary.AppendUvarint(b, uint64(r.value))
+		b = binary.AppendVarint(b, r.since)
+	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
 }
 
 // Restore decodes a Snapshot. It is strict: a bad checksum or version,
 // non-minimal varints, a bad range, a frequency outside the range or
 // missing or present twice, an empty, oversized, unsorted or duplicate
-// client id, a client holding nothing, a version below the number held, or
-// trailing bytes are errors wrapping freqd.ErrInvalidArgument. Memory
+// client id, a client holding nothing, a version below the number held or
+// the number of request records, more than DedupWindow request records, a
+// duplicate request key, an unknown record kind, a grant record outside
+// the range, a note record with a time, or trailing bytes are errors
+// wrapping freqd.ErrInvalidArgument. Memory
 // allocated is bounded by a small multiple of len(b).
 func Restore(b []byte) (*Partition, error) {
 	p, err := restore(b)
@@ -185,6 +204,9 @@ func restore(b []byte) (*Partition, error) {
 	if held != size-nfree {
 		return nil, fmt.Errorf("%d frequencies neither free nor held", size-nfree-held)
 	}
+	if err := p.restoreWindow(&r); err != nil {
+		return nil, err
+	}
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%d trailing bytes", len(r.b))
 	}
@@ -194,10 +216,46 @@ func restore(b []byte) (*Partition, error) {
 	return p, nil
 }
 
+// restoreWindow decodes the request window into p, which has its range.
+func (p *Partition) restoreWindow(r *reader) error {
+	n := r.uvarint("request count")
+	if r.err != nil {
+		return r.err
+	}
+	if n > DedupWindow || n*minRecordBytes > uint64(len(r.b)) {
+		return fmt.Errorf("%d request records: more than %d or does not fit in %d bytes", n, DedupWindow, len(r.b))
+	}
+	if n > p.version {
+		return fmt.Errorf("version %d is below the %d request records", p.version, n)
+	}
+	for i := range n {
+		kb := r.bytes(8, "request key")
+		kind := r.bytes(1, "request kind")
+		value := r.uvarint("request value")
+		since := r.varint("request time")
+		if r.err != nil {
+			return r.err
+		}
+		key := binary.LittleEndian.Uint64(kb)
+		if _, dup := p.window.lookup(key); dup {
+			return fmt.Errorf("request record %d: key %016x appears twice", i, key)
+		}
+		if value > math.MaxUint32 {
+			return fmt.Errorf("request record %d: value %d is more than %d", i, value, uint32(math.MaxUint32))
+		}
+		if err := p.checkRecord(RecordKind(kind[0]), uint32(value), since); err != nil {
+			return fmt.Errorf("request record %d: %w", i, err)
+		}
+		p.window.put(key, RecordKind(kind[0]), uint32(value), since)
+	}
+	return nil
+}
+
 // check verifies every invariant of p in O(size): each frequency is in
 // exactly one list (the free queue or its holder's), links are consistent,
 // counts match, free frequencies have no grant time, the client index
-// matches the slots, and version covers the held count.
+// matches the slots, version covers the held and request record counts,
+// and the request window is consistent.
 func (p *Partition) check() error {
 	n := uint32(len(p.holder))
 	if n == 0 || uint64(n) != uint64(p.last)-uint64(p.first)+1 {
@@ -273,8 +331,8 @@ func (p *Partition) check() error {
 			return fmt.Errorf("frequency %d in no list", p.first+uint32(off))
 		}
 	}
-	if p.version < uint64(p.Held()) {
-		return errors.New("version below the held count")
+	if p.version < uint64(p.Held()) || p.version < uint64(p.window.len()) {
+		return errors.New("version below the held count or the request record count")
 	}
-	return nil
+	return p.window.check(p)
 }

@@ -30,6 +30,7 @@ var wireErrors = []wireError{
 	{freqd.ErrOutOfRange, connect.CodeInvalidArgument, "out-of-range"},
 	{freqd.ErrInvalidClientID, connect.CodeInvalidArgument, "invalid-client-id"},
 	{freqd.ErrInvalidArgument, connect.CodeInvalidArgument, "invalid-argument"},
+	{freqd.ErrOutcomeUnknown, connect.CodeUnavailable, "outcome-unknown"},
 	{freqd.ErrUnavailable, connect.CodeUnavailable, "unavailable"},
 	{freqd.ErrNotOwner, connect.CodeFailedPrecondition, "not-owner"},
 	{freqd.ErrStaleEpoch, connect.CodeFailedPrecondition, "stale-epoch"},
@@ -120,10 +121,26 @@ func FromWire(err error) error {
 		re.Sentinel = freqd.ErrAlreadyHeld
 	case connect.CodeInvalidArgument:
 		re.Sentinel = freqd.ErrInvalidArgument
-	case connect.CodeUnavailable:
-		re.Sentinel = freqd.ErrUnavailable
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeInternal, connect.CodeUnknown, connect.CodeAborted:
+		// Not a freqd handler's answer: the request may have been applied
+		// by a peer that then failed.
+		re.Sentinel = freqd.ErrOutcomeUnknown
 	}
 	return re
+}
+
+// Unknown reports whether err leaves a request's outcome unknown: not a
+// freqd handler's answer (a reset, a timeout, a crash) unless it was never
+// sent, or an explicit freqd.ErrOutcomeUnknown.
+func Unknown(err error) bool {
+	if err == nil || NotSent(err) {
+		return false
+	}
+	if errors.Is(err, freqd.ErrOutcomeUnknown) {
+		return true
+	}
+	var re *RemoteError
+	return errors.As(err, &re) && !Answered(err)
 }
 
 // NotSent reports whether err shows that a request never reached the peer

@@ -69,10 +69,12 @@ func TestToWireOtherErrors(t *testing.T) {
 }
 
 func TestFromWireByCodeOnly(t *testing.T) {
-	// Errors from servers that set no reason still map by code.
+	// Errors from servers that set no reason still map by code; network
+	// failures and timeouts leave the outcome unknown.
 	for code, want := range map[connect.Code]error{
 		connect.CodeResourceExhausted: freqd.ErrNoFrequency,
-		connect.CodeUnavailable:       freqd.ErrUnavailable,
+		connect.CodeUnavailable:       freqd.ErrOutcomeUnknown,
+		connect.CodeDeadlineExceeded:  freqd.ErrOutcomeUnknown,
 		connect.CodeInvalidArgument:   freqd.ErrInvalidArgument,
 	} {
 		got := FromWire(connect.NewError(code, errors.New("x")))
@@ -81,6 +83,9 @@ func TestFromWireByCodeOnly(t *testing.T) {
 		}
 		if Answered(got) {
 			t.Errorf("code %v without a reason must not count as a freqd answer", code)
+		}
+		if !Unknown(got) {
+			t.Errorf("code %v without a reason must leave the outcome unknown", code)
 		}
 	}
 }

@@ -170,7 +170,7 @@ func waitFormed(ctx context.Context, nodes []*node.Node) error {
 	for {
 		ready := true
 		for _, n := range nodes {
-			st := n.Status()
+			st := n.Status(ctx)
 			if !n.Active() || len(st.GetUnavailable()) > 0 {
 				ready = false
 				break

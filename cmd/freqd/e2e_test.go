@@ -296,12 +296,13 @@ func (c *e2eCluster) checkLeave(t *testing.T, held map[uint32]string) {
 		held[g.GetFrequency()] = "keep"
 	}
 
-	// The ring has settled (waitFormed): what n2 owns is what it holds.
+	// The ring has settled (waitFormed): n2 replicates the partitions whose
+	// configuration lists it, and hands off exactly those.
 	var r freqdv1.RingResponse
 	c.okJSON(t, &r, "ring", "--addr", n2.api, "--json")
 	owned := 0
 	for _, p := range r.GetPartitions() {
-		if p.GetHolder() == n2.name {
+		if slices.ContainsFunc(p.GetConfig(), func(m string) bool { return strings.HasPrefix(m, n2.name+"#") }) {
 			owned++
 		}
 	}
@@ -312,7 +313,7 @@ func (c *e2eCluster) checkLeave(t *testing.T, held map[uint32]string) {
 		t.Fatalf("leave printed %q", out)
 	}
 	if m[1] != strconv.Itoa(owned) {
-		t.Errorf("leave handed off %s partitions; the ring showed n2 holding %d", m[1], owned)
+		t.Errorf("leave handed off %s partitions; the ring showed n2 replicating %d", m[1], owned)
 	}
 	t.Logf("n2 handed off %s partitions", m[1])
 

@@ -33,7 +33,11 @@ type AllocateRequest struct {
 	// characters.
 	ClientId string `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// frequency, when set, asks for exactly this frequency.
-	Frequency     *uint32 `protobuf:"varint,2,opt,name=frequency,proto3,oneof" json:"frequency,omitempty"`
+	Frequency *uint32 `protobuf:"varint,2,opt,name=frequency,proto3,oneof" json:"frequency,omitempty"`
+	// request_id, when set (at most 128 bytes), makes the call idempotent: a
+	// retry with the same client_id and request_id returns the first grant
+	// instead of a second frequency.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -82,13 +86,22 @@ func (x *AllocateRequest) GetFrequency() uint32 {
 	return 0
 }
 
+func (x *AllocateRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type AllocateResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Frequency uint32                 `protobuf:"varint,1,opt,name=frequency,proto3" json:"frequency,omitempty"`
 	Since     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
 	// partition and node tell where the grant was made.
-	Partition     uint32 `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
-	Node          string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Partition uint32 `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Node      string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	// duplicate is true when this answers a retry of an earlier grant.
+	Duplicate     bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -149,6 +162,13 @@ func (x *AllocateResponse) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *AllocateResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
 }
 
 type ReleaseRequest struct {
@@ -433,8 +453,15 @@ type StatusResponse struct {
 	ReplicationFactor uint32    `protobuf:"varint,7,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
 	Strategy          string    `protobuf:"bytes,8,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	Ranges            []*Range  `protobuf:"bytes,9,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	// unavailable lists partitions no live node currently holds.
-	Unavailable   []uint32 `protobuf:"varint,10,rep,packed,name=unavailable,proto3" json:"unavailable,omitempty"`
+	// unavailable lists partitions that are not writable now; problems
+	// says why for each.
+	Unavailable []uint32            `protobuf:"varint,10,rep,packed,name=unavailable,proto3" json:"unavailable,omitempty"`
+	Problems    []*PartitionProblem `protobuf:"bytes,11,rep,name=problems,proto3" json:"problems,omitempty"`
+	// writable counts the partitions whose primary can commit now.
+	Writable uint32 `protobuf:"varint,12,opt,name=writable,proto3" json:"writable,omitempty"`
+	// exact is true when every live node answered the status fan-out; false
+	// means some partitions' details are missing or from gossip.
+	Exact         bool `protobuf:"varint,13,opt,name=exact,proto3" json:"exact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -539,6 +566,79 @@ func (x *StatusResponse) GetUnavailable() []uint32 {
 	return nil
 }
 
+func (x *StatusResponse) GetProblems() []*PartitionProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetWritable() uint32 {
+	if x != nil {
+		return x.Writable
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetExact() bool {
+	if x != nil {
+		return x.Exact
+	}
+	return false
+}
+
+type PartitionProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionProblem) Reset() {
+	*x = PartitionProblem{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionProblem) ProtoMessage() {}
+
+func (x *PartitionProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionProblem.ProtoReflect.Descriptor instead.
+func (*PartitionProblem) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PartitionProblem) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionProblem) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type Range struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	First         uint32                 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
@@ -549,7 +649,7 @@ type Range struct {
 
 func (x *Range) Reset() {
 	*x = Range{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[8]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +661,7 @@ func (x *Range) String() string {
 func (*Range) ProtoMessage() {}
 
 func (x *Range) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[8]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +674,7 @@ func (x *Range) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Range.ProtoReflect.Descriptor instead.
 func (*Range) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{8}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Range) GetFirst() uint32 {
@@ -611,7 +711,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[9]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +723,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[9]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +736,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{9}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Member) GetName() string {
@@ -703,7 +803,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[10]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +815,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[10]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +828,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{10}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{11}
 }
 
 type RingResponse struct {
@@ -741,7 +841,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[11]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +853,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[11]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +866,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{11}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RingResponse) GetNode() string {
@@ -791,19 +891,30 @@ type PartitionInfo struct {
 	// owner is the ring owner; replicas starts with the owner.
 	Owner    string   `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
 	Replicas []string `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	// holder is the node that currently holds the state, from gossip; it
-	// differs from owner while a handoff is in flight.
-	Holder        string `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
-	Free          uint64 `protobuf:"varint,7,opt,name=free,proto3" json:"free,omitempty"`
-	Held          uint64 `protobuf:"varint,8,opt,name=held,proto3" json:"held,omitempty"`
-	Epoch         uint64 `protobuf:"varint,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// holder is the partition's current primary; it differs from owner
+	// while a takeover is in flight.
+	Holder string `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
+	Free   uint64 `protobuf:"varint,7,opt,name=free,proto3" json:"free,omitempty"`
+	Held   uint64 `protobuf:"varint,8,opt,name=held,proto3" json:"held,omitempty"`
+	// epoch is the primary's epoch term; epoch_node the node that minted it.
+	Epoch     uint64 `protobuf:"varint,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	EpochNode string `protobuf:"bytes,10,opt,name=epoch_node,json=epochNode,proto3" json:"epoch_node,omitempty"`
+	// config lists the replicas of the current configuration (primary
+	// first) as name#incarnation.
+	Config []string `protobuf:"bytes,11,rep,name=config,proto3" json:"config,omitempty"`
+	// writable is true when the primary can commit writes now; reason says
+	// why not.
+	Writable bool   `protobuf:"varint,12,opt,name=writable,proto3" json:"writable,omitempty"`
+	Reason   string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
+	// index counts the commands applied to the partition since its creation.
+	Index         uint64 `protobuf:"varint,14,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[12]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +926,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[12]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +939,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{12}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PartitionInfo) GetId() uint32 {
@@ -894,6 +1005,41 @@ func (x *PartitionInfo) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *PartitionInfo) GetEpochNode() string {
+	if x != nil {
+		return x.EpochNode
+	}
+	return ""
+}
+
+func (x *PartitionInfo) GetConfig() []string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *PartitionInfo) GetWritable() bool {
+	if x != nil {
+		return x.Writable
+	}
+	return false
+}
+
+func (x *PartitionInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PartitionInfo) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seeds         []string               `protobuf:"bytes,1,rep,name=seeds,proto3" json:"seeds,omitempty"`
@@ -903,7 +1049,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[13]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1061,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[13]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1074,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{13}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinRequest) GetSeeds() []string {
@@ -947,7 +1093,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[14]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1105,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[14]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1118,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{14}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JoinResponse) GetJoined() uint32 {
@@ -990,7 +1136,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[15]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1148,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[15]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1161,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{15}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{16}
 }
 
 type LeaveResponse struct {
@@ -1028,7 +1174,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[16]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1186,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[16]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1199,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{16}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeaveResponse) GetHandedOff() uint32 {
@@ -1074,14 +1220,22 @@ type PeerAllocateRequest struct {
 	// only_partition forbids falling back to other partitions.
 	OnlyPartition bool `protobuf:"varint,4,opt,name=only_partition,json=onlyPartition,proto3" json:"only_partition,omitempty"`
 	// from names the forwarding node.
-	From          string `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
+	From string `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
+	// request_id makes the grant idempotent (see AllocateRequest).
+	RequestId string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// home marks partition as the request's home partition: a note recorded
+	// there for request_id is reported instead of granting elsewhere.
+	Home bool `protobuf:"varint,7,opt,name=home,proto3" json:"home,omitempty"`
+	// probe grants nothing: the answer carries every partition the node
+	// leads with its free count (free) and version (versions).
+	Probe         bool `protobuf:"varint,8,opt,name=probe,proto3" json:"probe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeerAllocateRequest) Reset() {
 	*x = PeerAllocateRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[17]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1247,7 @@ func (x *PeerAllocateRequest) String() string {
 func (*PeerAllocateRequest) ProtoMessage() {}
 
 func (x *PeerAllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[17]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1260,7 @@ func (x *PeerAllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAllocateRequest.ProtoReflect.Descriptor instead.
 func (*PeerAllocateRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{17}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PeerAllocateRequest) GetClientId() string {
@@ -1144,21 +1298,47 @@ func (x *PeerAllocateRequest) GetFrom() string {
 	return ""
 }
 
+func (x *PeerAllocateRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PeerAllocateRequest) GetHome() bool {
+	if x != nil {
+		return x.Home
+	}
+	return false
+}
+
+func (x *PeerAllocateRequest) GetProbe() bool {
+	if x != nil {
+		return x.Probe
+	}
+	return false
+}
+
 type PeerAllocateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// granted is false when every partition the node holds is full; versions
-	// then carries each held partition's applied-command count, so the caller
+	// granted is false when every partition tried is full; versions then
+	// carries each tried partition's applied-command count, so the caller
 	// can prove the whole pool was full at one instant (double collect).
-	Granted       bool              `protobuf:"varint,1,opt,name=granted,proto3" json:"granted,omitempty"`
-	Grant         *AllocateResponse `protobuf:"bytes,2,opt,name=grant,proto3" json:"grant,omitempty"`
-	Versions      map[uint32]uint64 `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Granted  bool              `protobuf:"varint,1,opt,name=granted,proto3" json:"granted,omitempty"`
+	Grant    *AllocateResponse `protobuf:"bytes,2,opt,name=grant,proto3" json:"grant,omitempty"`
+	Versions map[uint32]uint64 `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// noted is set when the home partition has a note for the request: the
+	// caller must ask that partition.
+	Noted *uint32 `protobuf:"varint,4,opt,name=noted,proto3,oneof" json:"noted,omitempty"`
+	// free is each probed partition's free count.
+	Free          map[uint32]uint64 `protobuf:"bytes,5,rep,name=free,proto3" json:"free,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeerAllocateResponse) Reset() {
 	*x = PeerAllocateResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[18]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1350,7 @@ func (x *PeerAllocateResponse) String() string {
 func (*PeerAllocateResponse) ProtoMessage() {}
 
 func (x *PeerAllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[18]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1363,7 @@ func (x *PeerAllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAllocateResponse.ProtoReflect.Descriptor instead.
 func (*PeerAllocateResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{18}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PeerAllocateResponse) GetGranted() bool {
@@ -1207,6 +1387,20 @@ func (x *PeerAllocateResponse) GetVersions() map[uint32]uint64 {
 	return nil
 }
 
+func (x *PeerAllocateResponse) GetNoted() uint32 {
+	if x != nil && x.Noted != nil {
+		return *x.Noted
+	}
+	return 0
+}
+
+func (x *PeerAllocateResponse) GetFree() map[uint32]uint64 {
+	if x != nil {
+		return x.Free
+	}
+	return nil
+}
+
 type PeerReleaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
@@ -1218,7 +1412,7 @@ type PeerReleaseRequest struct {
 
 func (x *PeerReleaseRequest) Reset() {
 	*x = PeerReleaseRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[19]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1424,7 @@ func (x *PeerReleaseRequest) String() string {
 func (*PeerReleaseRequest) ProtoMessage() {}
 
 func (x *PeerReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[19]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1437,7 @@ func (x *PeerReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerReleaseRequest.ProtoReflect.Descriptor instead.
 func (*PeerReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{19}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PeerReleaseRequest) GetClientId() string {
@@ -1277,7 +1471,7 @@ type PeerHolderRequest struct {
 
 func (x *PeerHolderRequest) Reset() {
 	*x = PeerHolderRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[20]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1483,7 @@ func (x *PeerHolderRequest) String() string {
 func (*PeerHolderRequest) ProtoMessage() {}
 
 func (x *PeerHolderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[20]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1496,7 @@ func (x *PeerHolderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerHolderRequest.ProtoReflect.Descriptor instead.
 func (*PeerHolderRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{20}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PeerHolderRequest) GetFrequency() uint32 {
@@ -1319,34 +1513,32 @@ func (x *PeerHolderRequest) GetFrom() string {
 	return ""
 }
 
-type TransferRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	// epoch numbers the partition's ownership; each move increments it and a
-	// receiver refuses an epoch older than the one it has.
-	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	// snapshot is the partition state, encoded by package partition.
-	Snapshot      []byte `protobuf:"bytes,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	From          string `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
+type PeerNoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Target        uint32                 `protobuf:"varint,4,opt,name=target,proto3" json:"target,omitempty"`
+	From          string                 `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *TransferRequest) Reset() {
-	*x = TransferRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[21]
+func (x *PeerNoteRequest) Reset() {
+	*x = PeerNoteRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *TransferRequest) String() string {
+func (x *PeerNoteRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*TransferRequest) ProtoMessage() {}
+func (*PeerNoteRequest) ProtoMessage() {}
 
-func (x *TransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[21]
+func (x *PeerNoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,60 +1549,67 @@ func (x *TransferRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use TransferRequest.ProtoReflect.Descriptor instead.
-func (*TransferRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{21}
+// Deprecated: Use PeerNoteRequest.ProtoReflect.Descriptor instead.
+func (*PeerNoteRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{22}
 }
 
-func (x *TransferRequest) GetPartition() uint32 {
+func (x *PeerNoteRequest) GetPartition() uint32 {
 	if x != nil {
 		return x.Partition
 	}
 	return 0
 }
 
-func (x *TransferRequest) GetEpoch() uint64 {
+func (x *PeerNoteRequest) GetClientId() string {
 	if x != nil {
-		return x.Epoch
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *PeerNoteRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PeerNoteRequest) GetTarget() uint32 {
+	if x != nil {
+		return x.Target
 	}
 	return 0
 }
 
-func (x *TransferRequest) GetSnapshot() []byte {
-	if x != nil {
-		return x.Snapshot
-	}
-	return nil
-}
-
-func (x *TransferRequest) GetFrom() string {
+func (x *PeerNoteRequest) GetFrom() string {
 	if x != nil {
 		return x.From
 	}
 	return ""
 }
 
-type TransferResponse struct {
+type PeerNoteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *TransferResponse) Reset() {
-	*x = TransferResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
+func (x *PeerNoteResponse) Reset() {
+	*x = PeerNoteResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *TransferResponse) String() string {
+func (x *PeerNoteResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*TransferResponse) ProtoMessage() {}
+func (*PeerNoteResponse) ProtoMessage() {}
 
-func (x *TransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
+func (x *PeerNoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,26 +1620,1124 @@ func (x *TransferResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use TransferResponse.ProtoReflect.Descriptor instead.
-func (*TransferResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{22}
+// Deprecated: Use PeerNoteResponse.ProtoReflect.Descriptor instead.
+func (*PeerNoteResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{23}
+}
+
+// Epoch orders configurations: by term, then by node name.
+type Epoch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Epoch) Reset() {
+	*x = Epoch{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Epoch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Epoch) ProtoMessage() {}
+
+func (x *Epoch) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Epoch.ProtoReflect.Descriptor instead.
+func (*Epoch) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Epoch) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *Epoch) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+// ReplicaID names one incarnation of a node.
+type ReplicaID struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaID) Reset() {
+	*x = ReplicaID{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaID) ProtoMessage() {}
+
+func (x *ReplicaID) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaID.ProtoReflect.Descriptor instead.
+func (*ReplicaID) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReplicaID) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReplicaID) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// Config is a partition's configuration: its epoch and its replicas, the
+// primary first.
+type Config struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         *Epoch                 `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Members       []*ReplicaID           `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Config) Reset() {
+	*x = Config{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Config) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Config) ProtoMessage() {}
+
+func (x *Config) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Config.ProtoReflect.Descriptor instead.
+func (*Config) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Config) GetEpoch() *Epoch {
+	if x != nil {
+		return x.Epoch
+	}
+	return nil
+}
+
+func (x *Config) GetMembers() []*ReplicaID {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type PrepareRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch         *Epoch                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareRequest) Reset() {
+	*x = PrepareRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareRequest) ProtoMessage() {}
+
+func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
+func (*PrepareRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PrepareRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PrepareRequest) GetEpoch() *Epoch {
+	if x != nil {
+		return x.Epoch
+	}
+	return nil
+}
+
+func (x *PrepareRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type PrepareResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// promised is false if the replica had promised a newer epoch; highest
+	// is then that epoch (else the one just promised).
+	Promised bool       `protobuf:"varint,1,opt,name=promised,proto3" json:"promised,omitempty"`
+	Highest  *Epoch     `protobuf:"bytes,2,opt,name=highest,proto3" json:"highest,omitempty"`
+	Self     *ReplicaID `protobuf:"bytes,3,opt,name=self,proto3" json:"self,omitempty"`
+	// committed is the newest configuration the replica knows committed.
+	Committed *Config `protobuf:"bytes,4,opt,name=committed,proto3" json:"committed,omitempty"`
+	// has_state, state_epoch and index give the replica's state position.
+	HasState      bool   `protobuf:"varint,5,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
+	StateEpoch    *Epoch `protobuf:"bytes,6,opt,name=state_epoch,json=stateEpoch,proto3" json:"state_epoch,omitempty"`
+	Index         uint64 `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareResponse) Reset() {
+	*x = PrepareResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareResponse) ProtoMessage() {}
+
+func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
+func (*PrepareResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PrepareResponse) GetPromised() bool {
+	if x != nil {
+		return x.Promised
+	}
+	return false
+}
+
+func (x *PrepareResponse) GetHighest() *Epoch {
+	if x != nil {
+		return x.Highest
+	}
+	return nil
+}
+
+func (x *PrepareResponse) GetSelf() *ReplicaID {
+	if x != nil {
+		return x.Self
+	}
+	return nil
+}
+
+func (x *PrepareResponse) GetCommitted() *Config {
+	if x != nil {
+		return x.Committed
+	}
+	return nil
+}
+
+func (x *PrepareResponse) GetHasState() bool {
+	if x != nil {
+		return x.HasState
+	}
+	return false
+}
+
+func (x *PrepareResponse) GetStateEpoch() *Epoch {
+	if x != nil {
+		return x.StateEpoch
+	}
+	return nil
+}
+
+func (x *PrepareResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type FetchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch         *Epoch                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchRequest) Reset() {
+	*x = FetchRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchRequest) ProtoMessage() {}
+
+func (x *FetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
+func (*FetchRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FetchRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *FetchRequest) GetEpoch() *Epoch {
+	if x != nil {
+		return x.Epoch
+	}
+	return nil
+}
+
+func (x *FetchRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type FetchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshot      []byte                 `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	StateEpoch    *Epoch                 `protobuf:"bytes,2,opt,name=state_epoch,json=stateEpoch,proto3" json:"state_epoch,omitempty"`
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchResponse) Reset() {
+	*x = FetchResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchResponse) ProtoMessage() {}
+
+func (x *FetchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
+func (*FetchResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *FetchResponse) GetSnapshot() []byte {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetStateEpoch() *Epoch {
+	if x != nil {
+		return x.StateEpoch
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type InstallRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Config    *Config                `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	// to is the replica the state is for; another incarnation refuses.
+	To *ReplicaID `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	// snapshot is the state at index. Empty means "you already have it":
+	// the receiver must hold exactly (base_epoch, index).
+	Snapshot  []byte `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Index     uint64 `protobuf:"varint,5,opt,name=index,proto3" json:"index,omitempty"`
+	BaseEpoch *Epoch `protobuf:"bytes,6,opt,name=base_epoch,json=baseEpoch,proto3" json:"base_epoch,omitempty"`
+	// committed is true when config is already committed (a catch-up).
+	Committed     bool   `protobuf:"varint,7,opt,name=committed,proto3" json:"committed,omitempty"`
+	From          string `protobuf:"bytes,8,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallRequest) Reset() {
+	*x = InstallRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallRequest) ProtoMessage() {}
+
+func (x *InstallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallRequest.ProtoReflect.Descriptor instead.
+func (*InstallRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *InstallRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *InstallRequest) GetConfig() *Config {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *InstallRequest) GetTo() *ReplicaID {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *InstallRequest) GetSnapshot() []byte {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *InstallRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *InstallRequest) GetBaseEpoch() *Epoch {
+	if x != nil {
+		return x.BaseEpoch
+	}
+	return nil
+}
+
+func (x *InstallRequest) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
+func (x *InstallRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type InstallResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stale: the replica promised a newer epoch (highest) and refused.
+	Stale         bool   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	Highest       *Epoch `protobuf:"bytes,2,opt,name=highest,proto3" json:"highest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallResponse) Reset() {
+	*x = InstallResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallResponse) ProtoMessage() {}
+
+func (x *InstallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallResponse.ProtoReflect.Descriptor instead.
+func (*InstallResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *InstallResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *InstallResponse) GetHighest() *Epoch {
+	if x != nil {
+		return x.Highest
+	}
+	return nil
+}
+
+type CommitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Config        *Config                `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitRequest) Reset() {
+	*x = CommitRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitRequest) ProtoMessage() {}
+
+func (x *CommitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
+func (*CommitRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CommitRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *CommitRequest) GetConfig() *Config {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type CommitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Self  *ReplicaID             `protobuf:"bytes,1,opt,name=self,proto3" json:"self,omitempty"`
+	// ok is false if the replica had promised a newer epoch (highest).
+	Ok            bool   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Highest       *Epoch `protobuf:"bytes,3,opt,name=highest,proto3" json:"highest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitResponse) Reset() {
+	*x = CommitResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitResponse) ProtoMessage() {}
+
+func (x *CommitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
+func (*CommitResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CommitResponse) GetSelf() *ReplicaID {
+	if x != nil {
+		return x.Self
+	}
+	return nil
+}
+
+func (x *CommitResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *CommitResponse) GetHighest() *Epoch {
+	if x != nil {
+		return x.Highest
+	}
+	return nil
+}
+
+type AppendRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch     *Epoch                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	To        *ReplicaID             `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	// prev_index is the index before the first command.
+	PrevIndex uint64 `protobuf:"varint,4,opt,name=prev_index,json=prevIndex,proto3" json:"prev_index,omitempty"`
+	// commands are partition commands (package partition's encoding).
+	Commands      [][]byte `protobuf:"bytes,5,rep,name=commands,proto3" json:"commands,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendRequest) Reset() {
+	*x = AppendRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendRequest) ProtoMessage() {}
+
+func (x *AppendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
+func (*AppendRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *AppendRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *AppendRequest) GetEpoch() *Epoch {
+	if x != nil {
+		return x.Epoch
+	}
+	return nil
+}
+
+func (x *AppendRequest) GetTo() *ReplicaID {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *AppendRequest) GetPrevIndex() uint64 {
+	if x != nil {
+		return x.PrevIndex
+	}
+	return 0
+}
+
+func (x *AppendRequest) GetCommands() [][]byte {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+type AppendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ok: the follower now holds every command up to index.
+	Ok    bool   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// need_install: the follower must first receive a snapshot.
+	NeedInstall bool `protobuf:"varint,3,opt,name=need_install,json=needInstall,proto3" json:"need_install,omitempty"`
+	// stale: the follower promised a newer epoch (highest).
+	Stale         bool   `protobuf:"varint,4,opt,name=stale,proto3" json:"stale,omitempty"`
+	Highest       *Epoch `protobuf:"bytes,5,opt,name=highest,proto3" json:"highest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendResponse) Reset() {
+	*x = AppendResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendResponse) ProtoMessage() {}
+
+func (x *AppendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
+func (*AppendResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AppendResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *AppendResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *AppendResponse) GetNeedInstall() bool {
+	if x != nil {
+		return x.NeedInstall
+	}
+	return false
+}
+
+func (x *AppendResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *AppendResponse) GetHighest() *Epoch {
+	if x != nil {
+		return x.Highest
+	}
+	return nil
+}
+
+type PartitionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionsRequest) Reset() {
+	*x = PartitionsRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionsRequest) ProtoMessage() {}
+
+func (x *PartitionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionsRequest.ProtoReflect.Descriptor instead.
+func (*PartitionsRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{37}
+}
+
+type PartitionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Self          *ReplicaID             `protobuf:"bytes,1,opt,name=self,proto3" json:"self,omitempty"`
+	Replicas      []*ReplicaState        `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionsResponse) Reset() {
+	*x = PartitionsResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionsResponse) ProtoMessage() {}
+
+func (x *PartitionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionsResponse.ProtoReflect.Descriptor instead.
+func (*PartitionsResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *PartitionsResponse) GetSelf() *ReplicaID {
+	if x != nil {
+		return x.Self
+	}
+	return nil
+}
+
+func (x *PartitionsResponse) GetReplicas() []*ReplicaState {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// ReplicaState is one node's record for one partition.
+type ReplicaState struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// role is none, follower, primary or stepping-down.
+	Role       string  `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Promised   *Epoch  `protobuf:"bytes,3,opt,name=promised,proto3" json:"promised,omitempty"`
+	Committed  *Config `protobuf:"bytes,4,opt,name=committed,proto3" json:"committed,omitempty"`
+	Accepted   *Config `protobuf:"bytes,5,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	HasState   bool    `protobuf:"varint,6,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
+	StateEpoch *Epoch  `protobuf:"bytes,7,opt,name=state_epoch,json=stateEpoch,proto3" json:"state_epoch,omitempty"`
+	Index      uint64  `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	Free       uint64  `protobuf:"varint,9,opt,name=free,proto3" json:"free,omitempty"`
+	Held       uint64  `protobuf:"varint,10,opt,name=held,proto3" json:"held,omitempty"`
+	// writable (primary only) and reason: why the partition cannot commit,
+	// or why this node's takeover of it failed.
+	Writable      bool   `protobuf:"varint,11,opt,name=writable,proto3" json:"writable,omitempty"`
+	Reason        string `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaState) Reset() {
+	*x = ReplicaState{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaState) ProtoMessage() {}
+
+func (x *ReplicaState) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
+func (*ReplicaState) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReplicaState) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ReplicaState) GetPromised() *Epoch {
+	if x != nil {
+		return x.Promised
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetCommitted() *Config {
+	if x != nil {
+		return x.Committed
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetAccepted() *Config {
+	if x != nil {
+		return x.Accepted
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetHasState() bool {
+	if x != nil {
+		return x.HasState
+	}
+	return false
+}
+
+func (x *ReplicaState) GetStateEpoch() *Epoch {
+	if x != nil {
+		return x.StateEpoch
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetFree() uint64 {
+	if x != nil {
+		return x.Free
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetHeld() uint64 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetWritable() bool {
+	if x != nil {
+		return x.Writable
+	}
+	return false
+}
+
+func (x *ReplicaState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 var File_freqd_v1_freqd_proto protoreflect.FileDescriptor
 
 const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\n" +
-	"\x14freqd/v1/freqd.proto\x12\bfreqd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n" +
+	"\x14freqd/v1/freqd.proto\x12\bfreqd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"~\n" +
 	"\x0fAllocateRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
-	"\tfrequency\x18\x02 \x01(\rH\x00R\tfrequency\x88\x01\x01B\f\n" +
+	"\tfrequency\x18\x02 \x01(\rH\x00R\tfrequency\x88\x01\x01\x12\x1d\n" +
 	"\n" +
-	"_frequency\"\x94\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestIdB\f\n" +
+	"\n" +
+	"_frequency\"\xb2\x01\n" +
 	"\x10AllocateResponse\x12\x1c\n" +
 	"\tfrequency\x18\x01 \x01(\rR\tfrequency\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\rR\tpartition\x12\x12\n" +
-	"\x04node\x18\x04 \x01(\tR\x04node\"K\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x1c\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"K\n" +
 	"\x0eReleaseRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1c\n" +
 	"\tfrequency\x18\x02 \x01(\rR\tfrequency\"C\n" +
@@ -1456,7 +2753,7 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1c\n" +
 	"\tpartition\x18\x05 \x01(\rR\tpartition\x12\x12\n" +
 	"\x04node\x18\x06 \x01(\tR\x04node\"\x0f\n" +
-	"\rStatusRequest\"\xc4\x02\n" +
+	"\rStatusRequest\"\xae\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12*\n" +
 	"\amembers\x18\x02 \x03(\v2\x10.freqd.v1.MemberR\amembers\x12\x14\n" +
@@ -1470,7 +2767,13 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\bstrategy\x18\b \x01(\tR\bstrategy\x12'\n" +
 	"\x06ranges\x18\t \x03(\v2\x0f.freqd.v1.RangeR\x06ranges\x12 \n" +
 	"\vunavailable\x18\n" +
-	" \x03(\rR\vunavailable\"1\n" +
+	" \x03(\rR\vunavailable\x126\n" +
+	"\bproblems\x18\v \x03(\v2\x1a.freqd.v1.PartitionProblemR\bproblems\x12\x1a\n" +
+	"\bwritable\x18\f \x01(\rR\bwritable\x12\x14\n" +
+	"\x05exact\x18\r \x01(\bR\x05exact\"H\n" +
+	"\x10PartitionProblem\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"1\n" +
 	"\x05Range\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\rR\x05first\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\rR\x04last\"\xce\x01\n" +
@@ -1491,7 +2794,7 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x17.freqd.v1.PartitionInfoR\n" +
-	"partitions\"\xd1\x01\n" +
+	"partitions\"\xd2\x02\n" +
 	"\rPartitionInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x14\n" +
 	"\x05first\x18\x02 \x01(\rR\x05first\x12\x12\n" +
@@ -1501,7 +2804,14 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x06holder\x18\x06 \x01(\tR\x06holder\x12\x12\n" +
 	"\x04free\x18\a \x01(\x04R\x04free\x12\x12\n" +
 	"\x04held\x18\b \x01(\x04R\x04held\x12\x14\n" +
-	"\x05epoch\x18\t \x01(\x04R\x05epoch\"#\n" +
+	"\x05epoch\x18\t \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"epoch_node\x18\n" +
+	" \x01(\tR\tepochNode\x12\x16\n" +
+	"\x06config\x18\v \x03(\tR\x06config\x12\x1a\n" +
+	"\bwritable\x18\f \x01(\bR\bwritable\x12\x16\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\x12\x14\n" +
+	"\x05index\x18\x0e \x01(\x04R\x05index\"#\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05seeds\x18\x01 \x03(\tR\x05seeds\"&\n" +
 	"\fJoinResponse\x12\x16\n" +
@@ -1509,35 +2819,131 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\fLeaveRequest\".\n" +
 	"\rLeaveResponse\x12\x1d\n" +
 	"\n" +
-	"handed_off\x18\x01 \x01(\rR\thandedOff\"\xbc\x01\n" +
+	"handed_off\x18\x01 \x01(\rR\thandedOff\"\x85\x02\n" +
 	"\x13PeerAllocateRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\tfrequency\x18\x02 \x01(\rH\x00R\tfrequency\x88\x01\x01\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\rR\tpartition\x12%\n" +
 	"\x0eonly_partition\x18\x04 \x01(\bR\ronlyPartition\x12\x12\n" +
-	"\x04from\x18\x05 \x01(\tR\x04fromB\f\n" +
+	"\x04from\x18\x05 \x01(\tR\x04from\x12\x1d\n" +
 	"\n" +
-	"_frequency\"\xe9\x01\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\x12\x12\n" +
+	"\x04home\x18\a \x01(\bR\x04home\x12\x14\n" +
+	"\x05probe\x18\b \x01(\bR\x05probeB\f\n" +
+	"\n" +
+	"_frequency\"\x85\x03\n" +
 	"\x14PeerAllocateResponse\x12\x18\n" +
 	"\agranted\x18\x01 \x01(\bR\agranted\x120\n" +
 	"\x05grant\x18\x02 \x01(\v2\x1a.freqd.v1.AllocateResponseR\x05grant\x12H\n" +
-	"\bversions\x18\x03 \x03(\v2,.freqd.v1.PeerAllocateResponse.VersionsEntryR\bversions\x1a;\n" +
+	"\bversions\x18\x03 \x03(\v2,.freqd.v1.PeerAllocateResponse.VersionsEntryR\bversions\x12\x19\n" +
+	"\x05noted\x18\x04 \x01(\rH\x00R\x05noted\x88\x01\x01\x12<\n" +
+	"\x04free\x18\x05 \x03(\v2(.freqd.v1.PeerAllocateResponse.FreeEntryR\x04free\x1a;\n" +
 	"\rVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"c\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a7\n" +
+	"\tFreeEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01B\b\n" +
+	"\x06_noted\"c\n" +
 	"\x12PeerReleaseRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1c\n" +
 	"\tfrequency\x18\x02 \x01(\rR\tfrequency\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\tR\x04from\"E\n" +
 	"\x11PeerHolderRequest\x12\x1c\n" +
 	"\tfrequency\x18\x01 \x01(\rR\tfrequency\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\tR\x04from\"u\n" +
-	"\x0fTransferRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1a\n" +
-	"\bsnapshot\x18\x03 \x01(\fR\bsnapshot\x12\x12\n" +
-	"\x04from\x18\x04 \x01(\tR\x04from\"\x12\n" +
-	"\x10TransferResponse2\xb3\x03\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\"\x97\x01\n" +
+	"\x0fPeerNoteRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\rR\x06target\x12\x12\n" +
+	"\x04from\x18\x05 \x01(\tR\x04from\"\x12\n" +
+	"\x10PeerNoteResponse\"/\n" +
+	"\x05Epoch\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"A\n" +
+	"\tReplicaID\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"^\n" +
+	"\x06Config\x12%\n" +
+	"\x05epoch\x18\x01 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12-\n" +
+	"\amembers\x18\x02 \x03(\v2\x13.freqd.v1.ReplicaIDR\amembers\"i\n" +
+	"\x0ePrepareRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12%\n" +
+	"\x05epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"\x96\x02\n" +
+	"\x0fPrepareResponse\x12\x1a\n" +
+	"\bpromised\x18\x01 \x01(\bR\bpromised\x12)\n" +
+	"\ahighest\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\x12'\n" +
+	"\x04self\x18\x03 \x01(\v2\x13.freqd.v1.ReplicaIDR\x04self\x12.\n" +
+	"\tcommitted\x18\x04 \x01(\v2\x10.freqd.v1.ConfigR\tcommitted\x12\x1b\n" +
+	"\thas_state\x18\x05 \x01(\bR\bhasState\x120\n" +
+	"\vstate_epoch\x18\x06 \x01(\v2\x0f.freqd.v1.EpochR\n" +
+	"stateEpoch\x12\x14\n" +
+	"\x05index\x18\a \x01(\x04R\x05index\"g\n" +
+	"\fFetchRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12%\n" +
+	"\x05epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"s\n" +
+	"\rFetchResponse\x12\x1a\n" +
+	"\bsnapshot\x18\x01 \x01(\fR\bsnapshot\x120\n" +
+	"\vstate_epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\n" +
+	"stateEpoch\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"\x91\x02\n" +
+	"\x0eInstallRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12(\n" +
+	"\x06config\x18\x02 \x01(\v2\x10.freqd.v1.ConfigR\x06config\x12#\n" +
+	"\x02to\x18\x03 \x01(\v2\x13.freqd.v1.ReplicaIDR\x02to\x12\x1a\n" +
+	"\bsnapshot\x18\x04 \x01(\fR\bsnapshot\x12\x14\n" +
+	"\x05index\x18\x05 \x01(\x04R\x05index\x12.\n" +
+	"\n" +
+	"base_epoch\x18\x06 \x01(\v2\x0f.freqd.v1.EpochR\tbaseEpoch\x12\x1c\n" +
+	"\tcommitted\x18\a \x01(\bR\tcommitted\x12\x12\n" +
+	"\x04from\x18\b \x01(\tR\x04from\"R\n" +
+	"\x0fInstallResponse\x12\x14\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\x12)\n" +
+	"\ahighest\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\"k\n" +
+	"\rCommitRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12(\n" +
+	"\x06config\x18\x02 \x01(\v2\x10.freqd.v1.ConfigR\x06config\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"t\n" +
+	"\x0eCommitResponse\x12'\n" +
+	"\x04self\x18\x01 \x01(\v2\x13.freqd.v1.ReplicaIDR\x04self\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12)\n" +
+	"\ahighest\x18\x03 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\"\xb4\x01\n" +
+	"\rAppendRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12%\n" +
+	"\x05epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12#\n" +
+	"\x02to\x18\x03 \x01(\v2\x13.freqd.v1.ReplicaIDR\x02to\x12\x1d\n" +
+	"\n" +
+	"prev_index\x18\x04 \x01(\x04R\tprevIndex\x12\x1a\n" +
+	"\bcommands\x18\x05 \x03(\fR\bcommands\"\x9a\x01\n" +
+	"\x0eAppendResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12!\n" +
+	"\fneed_install\x18\x03 \x01(\bR\vneedInstall\x12\x14\n" +
+	"\x05stale\x18\x04 \x01(\bR\x05stale\x12)\n" +
+	"\ahighest\x18\x05 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\"\x13\n" +
+	"\x11PartitionsRequest\"q\n" +
+	"\x12PartitionsResponse\x12'\n" +
+	"\x04self\x18\x01 \x01(\v2\x13.freqd.v1.ReplicaIDR\x04self\x122\n" +
+	"\breplicas\x18\x02 \x03(\v2\x16.freqd.v1.ReplicaStateR\breplicas\"\x8c\x03\n" +
+	"\fReplicaState\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12+\n" +
+	"\bpromised\x18\x03 \x01(\v2\x0f.freqd.v1.EpochR\bpromised\x12.\n" +
+	"\tcommitted\x18\x04 \x01(\v2\x10.freqd.v1.ConfigR\tcommitted\x12,\n" +
+	"\baccepted\x18\x05 \x01(\v2\x10.freqd.v1.ConfigR\baccepted\x12\x1b\n" +
+	"\thas_state\x18\x06 \x01(\bR\bhasState\x120\n" +
+	"\vstate_epoch\x18\a \x01(\v2\x0f.freqd.v1.EpochR\n" +
+	"stateEpoch\x12\x14\n" +
+	"\x05index\x18\b \x01(\x04R\x05index\x12\x12\n" +
+	"\x04free\x18\t \x01(\x04R\x04free\x12\x12\n" +
+	"\x04held\x18\n" +
+	" \x01(\x04R\x04held\x12\x1a\n" +
+	"\bwritable\x18\v \x01(\bR\bwritable\x12\x16\n" +
+	"\x06reason\x18\f \x01(\tR\x06reason2\xb3\x03\n" +
 	"\fFreqdService\x12A\n" +
 	"\bAllocate\x12\x19.freqd.v1.AllocateRequest\x1a\x1a.freqd.v1.AllocateResponse\x12>\n" +
 	"\aRelease\x12\x18.freqd.v1.ReleaseRequest\x1a\x19.freqd.v1.ReleaseResponse\x12;\n" +
@@ -1545,13 +2951,20 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x06Status\x12\x17.freqd.v1.StatusRequest\x1a\x18.freqd.v1.StatusResponse\x125\n" +
 	"\x04Ring\x12\x15.freqd.v1.RingRequest\x1a\x16.freqd.v1.RingResponse\x125\n" +
 	"\x04Join\x12\x15.freqd.v1.JoinRequest\x1a\x16.freqd.v1.JoinResponse\x128\n" +
-	"\x05Leave\x12\x16.freqd.v1.LeaveRequest\x1a\x17.freqd.v1.LeaveResponse2\xac\x02\n" +
+	"\x05Leave\x12\x16.freqd.v1.LeaveRequest\x1a\x17.freqd.v1.LeaveResponse2\xa9\x05\n" +
 	"\vPeerService\x12M\n" +
 	"\fPeerAllocate\x12\x1d.freqd.v1.PeerAllocateRequest\x1a\x1e.freqd.v1.PeerAllocateResponse\x12F\n" +
 	"\vPeerRelease\x12\x1c.freqd.v1.PeerReleaseRequest\x1a\x19.freqd.v1.ReleaseResponse\x12C\n" +
 	"\n" +
 	"PeerHolder\x12\x1b.freqd.v1.PeerHolderRequest\x1a\x18.freqd.v1.HolderResponse\x12A\n" +
-	"\bTransfer\x12\x19.freqd.v1.TransferRequest\x1a\x1a.freqd.v1.TransferResponseB-Z+github.com/freqd/freqd/gen/freqd/v1;freqdv1b\x06proto3"
+	"\bPeerNote\x12\x19.freqd.v1.PeerNoteRequest\x1a\x1a.freqd.v1.PeerNoteResponse\x12>\n" +
+	"\aPrepare\x12\x18.freqd.v1.PrepareRequest\x1a\x19.freqd.v1.PrepareResponse\x128\n" +
+	"\x05Fetch\x12\x16.freqd.v1.FetchRequest\x1a\x17.freqd.v1.FetchResponse\x12>\n" +
+	"\aInstall\x12\x18.freqd.v1.InstallRequest\x1a\x19.freqd.v1.InstallResponse\x12;\n" +
+	"\x06Commit\x12\x17.freqd.v1.CommitRequest\x1a\x18.freqd.v1.CommitResponse\x12;\n" +
+	"\x06Append\x12\x17.freqd.v1.AppendRequest\x1a\x18.freqd.v1.AppendResponse\x12G\n" +
+	"\n" +
+	"Partitions\x12\x1b.freqd.v1.PartitionsRequest\x1a\x1c.freqd.v1.PartitionsResponseB-Z+github.com/freqd/freqd/gen/freqd/v1;freqdv1b\x06proto3"
 
 var (
 	file_freqd_v1_freqd_proto_rawDescOnce sync.Once
@@ -1565,7 +2978,7 @@ func file_freqd_v1_freqd_proto_rawDescGZIP() []byte {
 	return file_freqd_v1_freqd_proto_rawDescData
 }
 
-var file_freqd_v1_freqd_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_freqd_v1_freqd_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_freqd_v1_freqd_proto_goTypes = []any{
 	(*AllocateRequest)(nil),       // 0: freqd.v1.AllocateRequest
 	(*AllocateResponse)(nil),      // 1: freqd.v1.AllocateResponse
@@ -1575,59 +2988,116 @@ var file_freqd_v1_freqd_proto_goTypes = []any{
 	(*HolderResponse)(nil),        // 5: freqd.v1.HolderResponse
 	(*StatusRequest)(nil),         // 6: freqd.v1.StatusRequest
 	(*StatusResponse)(nil),        // 7: freqd.v1.StatusResponse
-	(*Range)(nil),                 // 8: freqd.v1.Range
-	(*Member)(nil),                // 9: freqd.v1.Member
-	(*RingRequest)(nil),           // 10: freqd.v1.RingRequest
-	(*RingResponse)(nil),          // 11: freqd.v1.RingResponse
-	(*PartitionInfo)(nil),         // 12: freqd.v1.PartitionInfo
-	(*JoinRequest)(nil),           // 13: freqd.v1.JoinRequest
-	(*JoinResponse)(nil),          // 14: freqd.v1.JoinResponse
-	(*LeaveRequest)(nil),          // 15: freqd.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 16: freqd.v1.LeaveResponse
-	(*PeerAllocateRequest)(nil),   // 17: freqd.v1.PeerAllocateRequest
-	(*PeerAllocateResponse)(nil),  // 18: freqd.v1.PeerAllocateResponse
-	(*PeerReleaseRequest)(nil),    // 19: freqd.v1.PeerReleaseRequest
-	(*PeerHolderRequest)(nil),     // 20: freqd.v1.PeerHolderRequest
-	(*TransferRequest)(nil),       // 21: freqd.v1.TransferRequest
-	(*TransferResponse)(nil),      // 22: freqd.v1.TransferResponse
-	nil,                           // 23: freqd.v1.PeerAllocateResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*PartitionProblem)(nil),      // 8: freqd.v1.PartitionProblem
+	(*Range)(nil),                 // 9: freqd.v1.Range
+	(*Member)(nil),                // 10: freqd.v1.Member
+	(*RingRequest)(nil),           // 11: freqd.v1.RingRequest
+	(*RingResponse)(nil),          // 12: freqd.v1.RingResponse
+	(*PartitionInfo)(nil),         // 13: freqd.v1.PartitionInfo
+	(*JoinRequest)(nil),           // 14: freqd.v1.JoinRequest
+	(*JoinResponse)(nil),          // 15: freqd.v1.JoinResponse
+	(*LeaveRequest)(nil),          // 16: freqd.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 17: freqd.v1.LeaveResponse
+	(*PeerAllocateRequest)(nil),   // 18: freqd.v1.PeerAllocateRequest
+	(*PeerAllocateResponse)(nil),  // 19: freqd.v1.PeerAllocateResponse
+	(*PeerReleaseRequest)(nil),    // 20: freqd.v1.PeerReleaseRequest
+	(*PeerHolderRequest)(nil),     // 21: freqd.v1.PeerHolderRequest
+	(*PeerNoteRequest)(nil),       // 22: freqd.v1.PeerNoteRequest
+	(*PeerNoteResponse)(nil),      // 23: freqd.v1.PeerNoteResponse
+	(*Epoch)(nil),                 // 24: freqd.v1.Epoch
+	(*ReplicaID)(nil),             // 25: freqd.v1.ReplicaID
+	(*Config)(nil),                // 26: freqd.v1.Config
+	(*PrepareRequest)(nil),        // 27: freqd.v1.PrepareRequest
+	(*PrepareResponse)(nil),       // 28: freqd.v1.PrepareResponse
+	(*FetchRequest)(nil),          // 29: freqd.v1.FetchRequest
+	(*FetchResponse)(nil),         // 30: freqd.v1.FetchResponse
+	(*InstallRequest)(nil),        // 31: freqd.v1.InstallRequest
+	(*InstallResponse)(nil),       // 32: freqd.v1.InstallResponse
+	(*CommitRequest)(nil),         // 33: freqd.v1.CommitRequest
+	(*CommitResponse)(nil),        // 34: freqd.v1.CommitResponse
+	(*AppendRequest)(nil),         // 35: freqd.v1.AppendRequest
+	(*AppendResponse)(nil),        // 36: freqd.v1.AppendResponse
+	(*PartitionsRequest)(nil),     // 37: freqd.v1.PartitionsRequest
+	(*PartitionsResponse)(nil),    // 38: freqd.v1.PartitionsResponse
+	(*ReplicaState)(nil),          // 39: freqd.v1.ReplicaState
+	nil,                           // 40: freqd.v1.PeerAllocateResponse.VersionsEntry
+	nil,                           // 41: freqd.v1.PeerAllocateResponse.FreeEntry
+	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
 }
 var file_freqd_v1_freqd_proto_depIdxs = []int32{
-	24, // 0: freqd.v1.AllocateResponse.since:type_name -> google.protobuf.Timestamp
-	24, // 1: freqd.v1.HolderResponse.since:type_name -> google.protobuf.Timestamp
-	9,  // 2: freqd.v1.StatusResponse.members:type_name -> freqd.v1.Member
-	8,  // 3: freqd.v1.StatusResponse.ranges:type_name -> freqd.v1.Range
-	12, // 4: freqd.v1.RingResponse.partitions:type_name -> freqd.v1.PartitionInfo
-	1,  // 5: freqd.v1.PeerAllocateResponse.grant:type_name -> freqd.v1.AllocateResponse
-	23, // 6: freqd.v1.PeerAllocateResponse.versions:type_name -> freqd.v1.PeerAllocateResponse.VersionsEntry
-	0,  // 7: freqd.v1.FreqdService.Allocate:input_type -> freqd.v1.AllocateRequest
-	2,  // 8: freqd.v1.FreqdService.Release:input_type -> freqd.v1.ReleaseRequest
-	4,  // 9: freqd.v1.FreqdService.Holder:input_type -> freqd.v1.HolderRequest
-	6,  // 10: freqd.v1.FreqdService.Status:input_type -> freqd.v1.StatusRequest
-	10, // 11: freqd.v1.FreqdService.Ring:input_type -> freqd.v1.RingRequest
-	13, // 12: freqd.v1.FreqdService.Join:input_type -> freqd.v1.JoinRequest
-	15, // 13: freqd.v1.FreqdService.Leave:input_type -> freqd.v1.LeaveRequest
-	17, // 14: freqd.v1.PeerService.PeerAllocate:input_type -> freqd.v1.PeerAllocateRequest
-	19, // 15: freqd.v1.PeerService.PeerRelease:input_type -> freqd.v1.PeerReleaseRequest
-	20, // 16: freqd.v1.PeerService.PeerHolder:input_type -> freqd.v1.PeerHolderRequest
-	21, // 17: freqd.v1.PeerService.Transfer:input_type -> freqd.v1.TransferRequest
-	1,  // 18: freqd.v1.FreqdService.Allocate:output_type -> freqd.v1.AllocateResponse
-	3,  // 19: freqd.v1.FreqdService.Release:output_type -> freqd.v1.ReleaseResponse
-	5,  // 20: freqd.v1.FreqdService.Holder:output_type -> freqd.v1.HolderResponse
-	7,  // 21: freqd.v1.FreqdService.Status:output_type -> freqd.v1.StatusResponse
-	11, // 22: freqd.v1.FreqdService.Ring:output_type -> freqd.v1.RingResponse
-	14, // 23: freqd.v1.FreqdService.Join:output_type -> freqd.v1.JoinResponse
-	16, // 24: freqd.v1.FreqdService.Leave:output_type -> freqd.v1.LeaveResponse
-	18, // 25: freqd.v1.PeerService.PeerAllocate:output_type -> freqd.v1.PeerAllocateResponse
-	3,  // 26: freqd.v1.PeerService.PeerRelease:output_type -> freqd.v1.ReleaseResponse
-	5,  // 27: freqd.v1.PeerService.PeerHolder:output_type -> freqd.v1.HolderResponse
-	22, // 28: freqd.v1.PeerService.Transfer:output_type -> freqd.v1.TransferResponse
-	18, // [18:29] is the sub-list for method output_type
-	7,  // [7:18] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	42, // 0: freqd.v1.AllocateResponse.since:type_name -> google.protobuf.Timestamp
+	42, // 1: freqd.v1.HolderResponse.since:type_name -> google.protobuf.Timestamp
+	10, // 2: freqd.v1.StatusResponse.members:type_name -> freqd.v1.Member
+	9,  // 3: freqd.v1.StatusResponse.ranges:type_name -> freqd.v1.Range
+	8,  // 4: freqd.v1.StatusResponse.problems:type_name -> freqd.v1.PartitionProblem
+	13, // 5: freqd.v1.RingResponse.partitions:type_name -> freqd.v1.PartitionInfo
+	1,  // 6: freqd.v1.PeerAllocateResponse.grant:type_name -> freqd.v1.AllocateResponse
+	40, // 7: freqd.v1.PeerAllocateResponse.versions:type_name -> freqd.v1.PeerAllocateResponse.VersionsEntry
+	41, // 8: freqd.v1.PeerAllocateResponse.free:type_name -> freqd.v1.PeerAllocateResponse.FreeEntry
+	24, // 9: freqd.v1.Config.epoch:type_name -> freqd.v1.Epoch
+	25, // 10: freqd.v1.Config.members:type_name -> freqd.v1.ReplicaID
+	24, // 11: freqd.v1.PrepareRequest.epoch:type_name -> freqd.v1.Epoch
+	24, // 12: freqd.v1.PrepareResponse.highest:type_name -> freqd.v1.Epoch
+	25, // 13: freqd.v1.PrepareResponse.self:type_name -> freqd.v1.ReplicaID
+	26, // 14: freqd.v1.PrepareResponse.committed:type_name -> freqd.v1.Config
+	24, // 15: freqd.v1.PrepareResponse.state_epoch:type_name -> freqd.v1.Epoch
+	24, // 16: freqd.v1.FetchRequest.epoch:type_name -> freqd.v1.Epoch
+	24, // 17: freqd.v1.FetchResponse.state_epoch:type_name -> freqd.v1.Epoch
+	26, // 18: freqd.v1.InstallRequest.config:type_name -> freqd.v1.Config
+	25, // 19: freqd.v1.InstallRequest.to:type_name -> freqd.v1.ReplicaID
+	24, // 20: freqd.v1.InstallRequest.base_epoch:type_name -> freqd.v1.Epoch
+	24, // 21: freqd.v1.InstallResponse.highest:type_name -> freqd.v1.Epoch
+	26, // 22: freqd.v1.CommitRequest.config:type_name -> freqd.v1.Config
+	25, // 23: freqd.v1.CommitResponse.self:type_name -> freqd.v1.ReplicaID
+	24, // 24: freqd.v1.CommitResponse.highest:type_name -> freqd.v1.Epoch
+	24, // 25: freqd.v1.AppendRequest.epoch:type_name -> freqd.v1.Epoch
+	25, // 26: freqd.v1.AppendRequest.to:type_name -> freqd.v1.ReplicaID
+	24, // 27: freqd.v1.AppendResponse.highest:type_name -> freqd.v1.Epoch
+	25, // 28: freqd.v1.PartitionsResponse.self:type_name -> freqd.v1.ReplicaID
+	39, // 29: freqd.v1.PartitionsResponse.replicas:type_name -> freqd.v1.ReplicaState
+	24, // 30: freqd.v1.ReplicaState.promised:type_name -> freqd.v1.Epoch
+	26, // 31: freqd.v1.ReplicaState.committed:type_name -> freqd.v1.Config
+	26, // 32: freqd.v1.ReplicaState.accepted:type_name -> freqd.v1.Config
+	24, // 33: freqd.v1.ReplicaState.state_epoch:type_name -> freqd.v1.Epoch
+	0,  // 34: freqd.v1.FreqdService.Allocate:input_type -> freqd.v1.AllocateRequest
+	2,  // 35: freqd.v1.FreqdService.Release:input_type -> freqd.v1.ReleaseRequest
+	4,  // 36: freqd.v1.FreqdService.Holder:input_type -> freqd.v1.HolderRequest
+	6,  // 37: freqd.v1.FreqdService.Status:input_type -> freqd.v1.StatusRequest
+	11, // 38: freqd.v1.FreqdService.Ring:input_type -> freqd.v1.RingRequest
+	14, // 39: freqd.v1.FreqdService.Join:input_type -> freqd.v1.JoinRequest
+	16, // 40: freqd.v1.FreqdService.Leave:input_type -> freqd.v1.LeaveRequest
+	18, // 41: freqd.v1.PeerService.PeerAllocate:input_type -> freqd.v1.PeerAllocateRequest
+	20, // 42: freqd.v1.PeerService.PeerRelease:input_type -> freqd.v1.PeerReleaseRequest
+	21, // 43: freqd.v1.PeerService.PeerHolder:input_type -> freqd.v1.PeerHolderRequest
+	22, // 44: freqd.v1.PeerService.PeerNote:input_type -> freqd.v1.PeerNoteRequest
+	27, // 45: freqd.v1.PeerService.Prepare:input_type -> freqd.v1.PrepareRequest
+	29, // 46: freqd.v1.PeerService.Fetch:input_type -> freqd.v1.FetchRequest
+	31, // 47: freqd.v1.PeerService.Install:input_type -> freqd.v1.InstallRequest
+	33, // 48: freqd.v1.PeerService.Commit:input_type -> freqd.v1.CommitRequest
+	35, // 49: freqd.v1.PeerService.Append:input_type -> freqd.v1.AppendRequest
+	37, // 50: freqd.v1.PeerService.Partitions:input_type -> freqd.v1.PartitionsRequest
+	1,  // 51: freqd.v1.FreqdService.Allocate:output_type -> freqd.v1.AllocateResponse
+	3,  // 52: freqd.v1.FreqdService.Release:output_type -> freqd.v1.ReleaseResponse
+	5,  // 53: freqd.v1.FreqdService.Holder:output_type -> freqd.v1.HolderResponse
+	7,  // 54: freqd.v1.FreqdService.Status:output_type -> freqd.v1.StatusResponse
+	12, // 55: freqd.v1.FreqdService.Ring:output_type -> freqd.v1.RingResponse
+	15, // 56: freqd.v1.FreqdService.Join:output_type -> freqd.v1.JoinResponse
+	17, // 57: freqd.v1.FreqdService.Leave:output_type -> freqd.v1.LeaveResponse
+	19, // 58: freqd.v1.PeerService.PeerAllocate:output_type -> freqd.v1.PeerAllocateResponse
+	3,  // 59: freqd.v1.PeerService.PeerRelease:output_type -> freqd.v1.ReleaseResponse
+	5,  // 60: freqd.v1.PeerService.PeerHolder:output_type -> freqd.v1.HolderResponse
+	23, // 61: freqd.v1.PeerService.PeerNote:output_type -> freqd.v1.PeerNoteResponse
+	28, // 62: freqd.v1.PeerService.Prepare:output_type -> freqd.v1.PrepareResponse
+	30, // 63: freqd.v1.PeerService.Fetch:output_type -> freqd.v1.FetchResponse
+	32, // 64: freqd.v1.PeerService.Install:output_type -> freqd.v1.InstallResponse
+	34, // 65: freqd.v1.PeerService.Commit:output_type -> freqd.v1.CommitResponse
+	36, // 66: freqd.v1.PeerService.Append:output_type -> freqd.v1.AppendResponse
+	38, // 67: freqd.v1.PeerService.Partitions:output_type -> freqd.v1.PartitionsResponse
+	51, // [51:68] is the sub-list for method output_type
+	34, // [34:51] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_freqd_v1_freqd_proto_init() }
@@ -1636,14 +3106,15 @@ func file_freqd_v1_freqd_proto_init() {
 		return
 	}
 	file_freqd_v1_freqd_proto_msgTypes[0].OneofWrappers = []any{}
-	file_freqd_v1_freqd_proto_msgTypes[17].OneofWrappers = []any{}
+	file_freqd_v1_freqd_proto_msgTypes[18].OneofWrappers = []any{}
+	file_freqd_v1_freqd_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_freqd_v1_freqd_proto_rawDesc), len(file_freqd_v1_freqd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

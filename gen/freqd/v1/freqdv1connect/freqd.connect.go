@@ -61,8 +61,20 @@ const (
 	PeerServicePeerReleaseProcedure = "/freqd.v1.PeerService/PeerRelease"
 	// PeerServicePeerHolderProcedure is the fully-qualified name of the PeerService's PeerHolder RPC.
 	PeerServicePeerHolderProcedure = "/freqd.v1.PeerService/PeerHolder"
-	// PeerServiceTransferProcedure is the fully-qualified name of the PeerService's Transfer RPC.
-	PeerServiceTransferProcedure = "/freqd.v1.PeerService/Transfer"
+	// PeerServicePeerNoteProcedure is the fully-qualified name of the PeerService's PeerNote RPC.
+	PeerServicePeerNoteProcedure = "/freqd.v1.PeerService/PeerNote"
+	// PeerServicePrepareProcedure is the fully-qualified name of the PeerService's Prepare RPC.
+	PeerServicePrepareProcedure = "/freqd.v1.PeerService/Prepare"
+	// PeerServiceFetchProcedure is the fully-qualified name of the PeerService's Fetch RPC.
+	PeerServiceFetchProcedure = "/freqd.v1.PeerService/Fetch"
+	// PeerServiceInstallProcedure is the fully-qualified name of the PeerService's Install RPC.
+	PeerServiceInstallProcedure = "/freqd.v1.PeerService/Install"
+	// PeerServiceCommitProcedure is the fully-qualified name of the PeerService's Commit RPC.
+	PeerServiceCommitProcedure = "/freqd.v1.PeerService/Commit"
+	// PeerServiceAppendProcedure is the fully-qualified name of the PeerService's Append RPC.
+	PeerServiceAppendProcedure = "/freqd.v1.PeerService/Append"
+	// PeerServicePartitionsProcedure is the fully-qualified name of the PeerService's Partitions RPC.
+	PeerServicePartitionsProcedure = "/freqd.v1.PeerService/Partitions"
 )
 
 // FreqdServiceClient is a client for the freqd.v1.FreqdService service.
@@ -310,12 +322,25 @@ func (UnimplementedFreqdServiceHandler) Leave(context.Context, *connect.Request[
 // PeerServiceClient is a client for the freqd.v1.PeerService service.
 type PeerServiceClient interface {
 	// PeerAllocate grants from the receiving node's partitions, trying
-	// partition first when it is held there, then the others it holds.
+	// partition first when it is primary there, then the others it leads.
 	PeerAllocate(context.Context, *connect.Request[v1.PeerAllocateRequest]) (*connect.Response[v1.PeerAllocateResponse], error)
 	PeerRelease(context.Context, *connect.Request[v1.PeerReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
 	PeerHolder(context.Context, *connect.Request[v1.PeerHolderRequest]) (*connect.Response[v1.HolderResponse], error)
-	// Transfer installs a partition's state on its new owner.
-	Transfer(context.Context, *connect.Request[v1.TransferRequest]) (*connect.Response[v1.TransferResponse], error)
+	// PeerNote records in a home partition that a request was placed in
+	// another partition (see docs/replication.md, request ids).
+	PeerNote(context.Context, *connect.Request[v1.PeerNoteRequest]) (*connect.Response[v1.PeerNoteResponse], error)
+	// Prepare asks a replica to promise an epoch (takeover phase 1).
+	Prepare(context.Context, *connect.Request[v1.PrepareRequest]) (*connect.Response[v1.PrepareResponse], error)
+	// Fetch returns the state of a replica that promised the epoch.
+	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
+	// Install puts a configuration's state on one of its members.
+	Install(context.Context, *connect.Request[v1.InstallRequest]) (*connect.Response[v1.InstallResponse], error)
+	// Commit tells a replica that a configuration is committed.
+	Commit(context.Context, *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error)
+	// Append ships the primary's commands to a follower.
+	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// Partitions reports the receiving node's replica records, for status.
+	Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error)
 }
 
 // NewPeerServiceClient constructs a client for the freqd.v1.PeerService service. By default, it
@@ -347,10 +372,46 @@ func NewPeerServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(peerServiceMethods.ByName("PeerHolder")),
 			connect.WithClientOptions(opts...),
 		),
-		transfer: connect.NewClient[v1.TransferRequest, v1.TransferResponse](
+		peerNote: connect.NewClient[v1.PeerNoteRequest, v1.PeerNoteResponse](
 			httpClient,
-			baseURL+PeerServiceTransferProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("Transfer")),
+			baseURL+PeerServicePeerNoteProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("PeerNote")),
+			connect.WithClientOptions(opts...),
+		),
+		prepare: connect.NewClient[v1.PrepareRequest, v1.PrepareResponse](
+			httpClient,
+			baseURL+PeerServicePrepareProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Prepare")),
+			connect.WithClientOptions(opts...),
+		),
+		fetch: connect.NewClient[v1.FetchRequest, v1.FetchResponse](
+			httpClient,
+			baseURL+PeerServiceFetchProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Fetch")),
+			connect.WithClientOptions(opts...),
+		),
+		install: connect.NewClient[v1.InstallRequest, v1.InstallResponse](
+			httpClient,
+			baseURL+PeerServiceInstallProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Install")),
+			connect.WithClientOptions(opts...),
+		),
+		commit: connect.NewClient[v1.CommitRequest, v1.CommitResponse](
+			httpClient,
+			baseURL+PeerServiceCommitProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Commit")),
+			connect.WithClientOptions(opts...),
+		),
+		append: connect.NewClient[v1.AppendRequest, v1.AppendResponse](
+			httpClient,
+			baseURL+PeerServiceAppendProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Append")),
+			connect.WithClientOptions(opts...),
+		),
+		partitions: connect.NewClient[v1.PartitionsRequest, v1.PartitionsResponse](
+			httpClient,
+			baseURL+PeerServicePartitionsProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Partitions")),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -361,7 +422,13 @@ type peerServiceClient struct {
 	peerAllocate *connect.Client[v1.PeerAllocateRequest, v1.PeerAllocateResponse]
 	peerRelease  *connect.Client[v1.PeerReleaseRequest, v1.ReleaseResponse]
 	peerHolder   *connect.Client[v1.PeerHolderRequest, v1.HolderResponse]
-	transfer     *connect.Client[v1.TransferRequest, v1.TransferResponse]
+	peerNote     *connect.Client[v1.PeerNoteRequest, v1.PeerNoteResponse]
+	prepare      *connect.Client[v1.PrepareRequest, v1.PrepareResponse]
+	fetch        *connect.Client[v1.FetchRequest, v1.FetchResponse]
+	install      *connect.Client[v1.InstallRequest, v1.InstallResponse]
+	commit       *connect.Client[v1.CommitRequest, v1.CommitResponse]
+	append       *connect.Client[v1.AppendRequest, v1.AppendResponse]
+	partitions   *connect.Client[v1.PartitionsRequest, v1.PartitionsResponse]
 }
 
 // PeerAllocate calls freqd.v1.PeerService.PeerAllocate.
@@ -379,20 +446,63 @@ func (c *peerServiceClient) PeerHolder(ctx context.Context, req *connect.Request
 	return c.peerHolder.CallUnary(ctx, req)
 }
 
-// Transfer calls freqd.v1.PeerService.Transfer.
-func (c *peerServiceClient) Transfer(ctx context.Context, req *connect.Request[v1.TransferRequest]) (*connect.Response[v1.TransferResponse], error) {
-	return c.transfer.CallUnary(ctx, req)
+// PeerNote calls freqd.v1.PeerService.PeerNote.
+func (c *peerServiceClient) PeerNote(ctx context.Context, req *connect.Request[v1.PeerNoteRequest]) (*connect.Response[v1.PeerNoteResponse], error) {
+	return c.peerNote.CallUnary(ctx, req)
+}
+
+// Prepare calls freqd.v1.PeerService.Prepare.
+func (c *peerServiceClient) Prepare(ctx context.Context, req *connect.Request[v1.PrepareRequest]) (*connect.Response[v1.PrepareResponse], error) {
+	return c.prepare.CallUnary(ctx, req)
+}
+
+// Fetch calls freqd.v1.PeerService.Fetch.
+func (c *peerServiceClient) Fetch(ctx context.Context, req *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
+	return c.fetch.CallUnary(ctx, req)
+}
+
+// Install calls freqd.v1.PeerService.Install.
+func (c *peerServiceClient) Install(ctx context.Context, req *connect.Request[v1.InstallRequest]) (*connect.Response[v1.InstallResponse], error) {
+	return c.install.CallUnary(ctx, req)
+}
+
+// Commit calls freqd.v1.PeerService.Commit.
+func (c *peerServiceClient) Commit(ctx context.Context, req *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error) {
+	return c.commit.CallUnary(ctx, req)
+}
+
+// Append calls freqd.v1.PeerService.Append.
+func (c *peerServiceClient) Append(ctx context.Context, req *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
+	return c.append.CallUnary(ctx, req)
+}
+
+// Partitions calls freqd.v1.PeerService.Partitions.
+func (c *peerServiceClient) Partitions(ctx context.Context, req *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error) {
+	return c.partitions.CallUnary(ctx, req)
 }
 
 // PeerServiceHandler is an implementation of the freqd.v1.PeerService service.
 type PeerServiceHandler interface {
 	// PeerAllocate grants from the receiving node's partitions, trying
-	// partition first when it is held there, then the others it holds.
+	// partition first when it is primary there, then the others it leads.
 	PeerAllocate(context.Context, *connect.Request[v1.PeerAllocateRequest]) (*connect.Response[v1.PeerAllocateResponse], error)
 	PeerRelease(context.Context, *connect.Request[v1.PeerReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
 	PeerHolder(context.Context, *connect.Request[v1.PeerHolderRequest]) (*connect.Response[v1.HolderResponse], error)
-	// Transfer installs a partition's state on its new owner.
-	Transfer(context.Context, *connect.Request[v1.TransferRequest]) (*connect.Response[v1.TransferResponse], error)
+	// PeerNote records in a home partition that a request was placed in
+	// another partition (see docs/replication.md, request ids).
+	PeerNote(context.Context, *connect.Request[v1.PeerNoteRequest]) (*connect.Response[v1.PeerNoteResponse], error)
+	// Prepare asks a replica to promise an epoch (takeover phase 1).
+	Prepare(context.Context, *connect.Request[v1.PrepareRequest]) (*connect.Response[v1.PrepareResponse], error)
+	// Fetch returns the state of a replica that promised the epoch.
+	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
+	// Install puts a configuration's state on one of its members.
+	Install(context.Context, *connect.Request[v1.InstallRequest]) (*connect.Response[v1.InstallResponse], error)
+	// Commit tells a replica that a configuration is committed.
+	Commit(context.Context, *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error)
+	// Append ships the primary's commands to a follower.
+	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// Partitions reports the receiving node's replica records, for status.
+	Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error)
 }
 
 // NewPeerServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -420,10 +530,46 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(peerServiceMethods.ByName("PeerHolder")),
 		connect.WithHandlerOptions(opts...),
 	)
-	peerServiceTransferHandler := connect.NewUnaryHandler(
-		PeerServiceTransferProcedure,
-		svc.Transfer,
-		connect.WithSchema(peerServiceMethods.ByName("Transfer")),
+	peerServicePeerNoteHandler := connect.NewUnaryHandler(
+		PeerServicePeerNoteProcedure,
+		svc.PeerNote,
+		connect.WithSchema(peerServiceMethods.ByName("PeerNote")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServicePrepareHandler := connect.NewUnaryHandler(
+		PeerServicePrepareProcedure,
+		svc.Prepare,
+		connect.WithSchema(peerServiceMethods.ByName("Prepare")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceFetchHandler := connect.NewUnaryHandler(
+		PeerServiceFetchProcedure,
+		svc.Fetch,
+		connect.WithSchema(peerServiceMethods.ByName("Fetch")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceInstallHandler := connect.NewUnaryHandler(
+		PeerServiceInstallProcedure,
+		svc.Install,
+		connect.WithSchema(peerServiceMethods.ByName("Install")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceCommitHandler := connect.NewUnaryHandler(
+		PeerServiceCommitProcedure,
+		svc.Commit,
+		connect.WithSchema(peerServiceMethods.ByName("Commit")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceAppendHandler := connect.NewUnaryHandler(
+		PeerServiceAppendProcedure,
+		svc.Append,
+		connect.WithSchema(peerServiceMethods.ByName("Append")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServicePartitionsHandler := connect.NewUnaryHandler(
+		PeerServicePartitionsProcedure,
+		svc.Partitions,
+		connect.WithSchema(peerServiceMethods.ByName("Partitions")),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/freqd.v1.PeerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -434,8 +580,20 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 			peerServicePeerReleaseHandler.ServeHTTP(w, r)
 		case PeerServicePeerHolderProcedure:
 			peerServicePeerHolderHandler.ServeHTTP(w, r)
-		case PeerServiceTransferProcedure:
-			peerServiceTransferHandler.ServeHTTP(w, r)
+		case PeerServicePeerNoteProcedure:
+			peerServicePeerNoteHandler.ServeHTTP(w, r)
+		case PeerServicePrepareProcedure:
+			peerServicePrepareHandler.ServeHTTP(w, r)
+		case PeerServiceFetchProcedure:
+			peerServiceFetchHandler.ServeHTTP(w, r)
+		case PeerServiceInstallProcedure:
+			peerServiceInstallHandler.ServeHTTP(w, r)
+		case PeerServiceCommitProcedure:
+			peerServiceCommitHandler.ServeHTTP(w, r)
+		case PeerServiceAppendProcedure:
+			peerServiceAppendHandler.ServeHTTP(w, r)
+		case PeerServicePartitionsProcedure:
+			peerServicePartitionsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -457,6 +615,30 @@ func (UnimplementedPeerServiceHandler) PeerHolder(context.Context, *connect.Requ
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerHolder is not implemented"))
 }
 
-func (UnimplementedPeerServiceHandler) Transfer(context.Context, *connect.Request[v1.TransferRequest]) (*connect.Response[v1.TransferResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Transfer is not implemented"))
+func (UnimplementedPeerServiceHandler) PeerNote(context.Context, *connect.Request[v1.PeerNoteRequest]) (*connect.Response[v1.PeerNoteResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerNote is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Prepare(context.Context, *connect.Request[v1.PrepareRequest]) (*connect.Response[v1.PrepareResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Prepare is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Fetch is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Install(context.Context, *connect.Request[v1.InstallRequest]) (*connect.Response[v1.InstallResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Install is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Commit(context.Context, *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Commit is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Append is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Partitions is not implemented"))
 }

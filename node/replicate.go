@@ -1,0 +1,197 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"connectrpc.com/connect"
+
+	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
+	"github.com/freqd/freqd/transport"
+)
+
+// becomePrimaryLocked makes this node the primary of r in cfg, whose state
+// r now holds, and starts one sender per follower (rule R3). Caller holds
+// r.mu.
+func (n *Node) becomePrimaryLocked(r *record, cfg Config) {
+	r.stopPrimary()
+	ctx, cancel := context.WithCancel(n.ctx)
+	ps := &primary{
+		cfg:          cfg,
+		wq:           cfg.WriteQuorum(n.opts.ReplicationFactor),
+		factor:       n.opts.ReplicationFactor,
+		base:         r.index,
+		commit:       r.index,
+		progress:     make(chan struct{}),
+		lastProgress: n.opts.Now(),
+		cancel:       cancel,
+	}
+	for _, m := range cfg.Members[1:] {
+		// Every member got the state by Install in the takeover, or will
+		// be told to install it (match 0 forces a check on first contact).
+		ps.followers = append(ps.followers, &follower{id: m, wake: make(chan struct{}, 1), needInstall: true})
+	}
+	r.prim = ps
+	r.role = rolePrimary
+	r.reason = ""
+	for _, f := range ps.followers {
+		n.spawnCtx(ctx, func(ctx context.Context) { n.sendLoop(ctx, r, ps, f) })
+	}
+	ps.wakeAll()
+}
+
+// sendLoop ships r's log to one follower in order, batching whatever has
+// accumulated since the last call (group commit), and installs a snapshot
+// when the follower lacks the state (R3).
+func (n *Node) sendLoop(ctx context.Context, r *record, ps *primary, f *follower) {
+	backoff := time.Duration(0)
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		if backoff > 0 {
+			retry.Reset(backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.wake:
+		case <-retry.C:
+		}
+		if !retry.Stop() {
+			select {
+			case <-retry.C:
+			default:
+			}
+		}
+		ok := n.sendOnce(ctx, r, ps, f)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case ok:
+			backoff = 0
+		case backoff == 0:
+			backoff = 20 * time.Millisecond
+		default:
+			backoff = min(2*backoff, 500*time.Millisecond)
+		}
+	}
+}
+
+// sendOnce brings f up to date once. It reports false if it must retry.
+func (n *Node) sendOnce(ctx context.Context, r *record, ps *primary, f *follower) bool {
+	for {
+		addr := n.addrOf(f.id.Name) // before r.mu: the view locks every record
+		r.mu.Lock()
+		if ps.stopped {
+			r.mu.Unlock()
+			return true
+		}
+		if f.match >= r.index && f.ackRound >= ps.round && !f.needInstall {
+			r.mu.Unlock()
+			return true
+		}
+		if addr == "" {
+			f.lastErr = "not a live member"
+			r.mu.Unlock()
+			return false
+		}
+		if f.needInstall || f.match < ps.base {
+			if !n.sendInstall(ctx, r, ps, f, addr) {
+				return false
+			}
+			continue
+		}
+		prev, round := f.match, ps.round
+		cmds := slices.Clone(ps.log[prev-ps.base : r.index-ps.base])
+		epoch, id := ps.cfg.Epoch, r.id
+		r.mu.Unlock()
+
+		cctx, cancel := context.WithTimeout(ctx, n.opts.RPCTimeout)
+		res, err := n.peer(addr).peer.Append(cctx, connect.NewRequest(&freqdv1.AppendRequest{
+			Partition: uint32(id), Epoch: epochToPB(epoch), To: replicaToPB(f.id), PrevIndex: prev, Commands: cmds,
+		}))
+		cancel()
+
+		r.mu.Lock()
+		if ps.stopped {
+			r.mu.Unlock()
+			return true
+		}
+		if err != nil {
+			f.lastErr = transport.FromWire(err).Error()
+			r.mu.Unlock()
+			return false
+		}
+		m := res.Msg
+		switch {
+		case m.GetStale():
+			n.log.Info("follower promised a newer epoch; stepping down", "partition", r.id, "follower", f.id, "epoch", epoch, "newer", epochFromPB(m.GetHighest()))
+			r.promiseLocked(epochFromPB(m.GetHighest()))
+			r.stopPrimary()
+			r.mu.Unlock()
+			return true
+		case m.GetNeedInstall():
+			f.needInstall = true
+			r.mu.Unlock()
+			continue
+		case m.GetOk():
+			f.lastErr = ""
+			if m.GetIndex() > f.match && m.GetIndex() <= r.index {
+				f.match = m.GetIndex()
+			}
+			f.ackRound = max(f.ackRound, round)
+			r.advance(n.opts.Now())
+		default:
+			// Behind: it holds fewer commands than we sent after.
+			if m.GetIndex() < f.match || m.GetIndex() < ps.base {
+				f.needInstall = true
+			} else {
+				f.match = min(m.GetIndex(), r.index)
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+// sendInstall sends f a snapshot of r at the primary's current index.
+// Called with r.mu held; returns with it released, reporting success.
+func (n *Node) sendInstall(ctx context.Context, r *record, ps *primary, f *follower, addr string) bool {
+	snap, err := r.p.Snapshot()
+	if err != nil {
+		f.lastErr = err.Error()
+		r.mu.Unlock()
+		n.log.Error("snapshot for a follower", "partition", r.id, "err", err)
+		return false
+	}
+	idx, round, cfg := r.index, ps.round, ps.cfg
+	r.mu.Unlock()
+
+	cctx, cancel := context.WithTimeout(ctx, 4*n.opts.RPCTimeout)
+	res, err := n.peer(addr).peer.Install(cctx, connect.NewRequest(&freqdv1.InstallRequest{
+		Partition: uint32(r.id), Config: configToPB(cfg), To: replicaToPB(f.id),
+		Snapshot: snap, Index: idx, Committed: true, From: n.opts.Name,
+	}))
+	cancel()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ps.stopped {
+		return true
+	}
+	if err != nil {
+		f.lastErr = transport.FromWire(err).Error()
+		return false
+	}
+	if res.Msg.GetStale() {
+		n.log.Info("follower promised a newer epoch; stepping down", "partition", r.id, "follower", f.id, "newer", epochFromPB(res.Msg.GetHighest()))
+		r.promiseLocked(epochFromPB(res.Msg.GetHighest()))
+		r.stopPrimary()
+		return true
+	}
+	f.needInstall, f.lastErr = false, ""
+	f.match = max(f.match, idx)
+	f.ackRound = max(f.ackRound, round)
+	r.advance(n.opts.Now())
+	return true
+}
