@@ -226,10 +226,20 @@ func (n *Node) waitPrimary(ctx context.Context, r *record) bool {
 	for {
 		ch := n.changes()
 		r.mu.Lock()
-		ok := r.role == rolePrimary
+		ok, failed := r.role == rolePrimary, r.reason != ""
 		r.mu.Unlock()
 		if ok {
 			return true
+		}
+		if failed {
+			// The last takeover failed for a reason it recorded; unless
+			// one is running again, waiting only delays that answer.
+			n.mu.Lock()
+			running := n.running[r.id]
+			n.mu.Unlock()
+			if !running {
+				return false
+			}
 		}
 		select {
 		case <-ch:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,8 +25,9 @@ type testCluster struct {
 	opts   clusterOpts
 
 	mu    sync.Mutex
-	nodes []*Node // guarded by mu; index i is node n{i+1}
-	seeds []string
+	nodes   []*Node // guarded by mu; index i is node n{i+1}
+	crashed []*Node // guarded by mu
+	seeds   []string
 }
 
 type clusterOpts struct {
@@ -34,6 +36,10 @@ type clusterOpts struct {
 	strategy   Strategy
 	factor     int
 	prefix     string // node name prefix (default "n")
+	// quickDetect shortens failure detection (probe every 200 ms): a lone
+	// survivor, which no one can confirm suspicions for, waits the
+	// maximum suspicion timeout, 18 s with the local profile.
+	quickDetect bool
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -83,6 +89,9 @@ func (c *testCluster) startNode(name, gossipAddr string, seeds []string, expect 
 	prof, _ := membership.ProfileByName(membership.ProfileLocal)
 	prof.GossipInterval = 50 * time.Millisecond
 	prof.PushPullInterval = 2 * time.Second
+	if c.opts.quickDetect {
+		prof.ProbeInterval, prof.ProbeTimeout = 200*time.Millisecond, 100*time.Millisecond
+	}
 	var others []string
 	for _, s := range seeds {
 		if s != gossipAddr {
@@ -143,12 +152,23 @@ func (c *testCluster) closeAll() {
 	wg.Wait()
 }
 
-// live returns the nodes that are still members (not left).
+// forget drops a crashed node from the live set (it stays in the list so
+// that closeAll closes it again, harmlessly).
+func (c *testCluster) forget(n *Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.crashed = append(c.crashed, n)
+}
+
+// live returns the nodes that are still members (not left, not crashed).
 func (c *testCluster) live() []*Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []*Node
 	for _, n := range c.nodes {
+		if slices.Contains(c.crashed, n) {
+			continue
+		}
 		select {
 		case <-n.Left():
 		default:
