@@ -126,8 +126,10 @@ func (n *Node) runTakeover(ctx context.Context, id int) {
 	err := n.takeover(ctx, r)
 	n.mu.Lock()
 	delete(n.running, id)
+	failures := 0
 	if err != nil {
 		n.failures[id]++
+		failures = n.failures[id]
 		k := min(n.failures[id], 5)
 		n.nextTry[id] = time.Now().Add(n.jitter(time.Duration(25<<k) * time.Millisecond))
 	} else {
@@ -151,8 +153,11 @@ func (n *Node) runTakeover(ctx context.Context, id int) {
 		n.view.Store(nil)
 		n.signalChange()
 	case ctx.Err() != nil:
+	case changed && failures < 3:
+		// Competing takeovers while gossip converges are normal.
+		n.log.Info("takeover failed; will retry", "partition", id, "err", err)
 	case changed:
-		n.log.Warn("takeover failed; will retry", "partition", id, "err", err)
+		n.log.Warn("takeover failed; will retry", "partition", id, "failures", failures, "err", err)
 	}
 }
 

@@ -26,7 +26,7 @@ type clientFlags struct {
 }
 
 func (f *clientFlags) bind(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.addr, "addr", "127.0.0.1:7100", "node API address (host:port); several comma-separated are tried in turn")
+	cmd.Flags().StringVar(&f.addr, "addr", defaultAddrs, "node API address (host:port); several comma-separated are tried in turn")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON for scripts")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
 }
@@ -52,6 +52,11 @@ func printJSON(w io.Writer, m proto.Message) error {
 	_, err = fmt.Fprintln(w, string(b))
 	return err
 }
+
+// defaultAddrs reaches both the default single node (freqd serve, 7100)
+// and the local cluster of freqd dev (7101-7103): the client moves on
+// when a connection is refused.
+const defaultAddrs = "127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
 
 func parseFreq(s string) (uint32, error) {
 	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
@@ -196,9 +201,13 @@ func statusCmd() *cobra.Command {
 				}
 				fmt.Fprintf(out, "pool %s: %d frequencies in %d partitions, %d free, %d held (as seen by %s)\n",
 					strings.Join(rs, ","), st.GetTotal(), st.GetPartitions(), st.GetFree(), st.GetHeld(), st.GetNode())
-				fmt.Fprintf(out, "replication factor %d, routing %s\n", st.GetReplicationFactor(), st.GetStrategy())
-				if len(st.GetUnavailable()) > 0 {
-					fmt.Fprintf(out, "UNAVAILABLE partitions (no live holder): %v\n", st.GetUnavailable())
+				fmt.Fprintf(out, "replication factor %d, routing %s; %d of %d partitions writable\n",
+					st.GetReplicationFactor(), st.GetStrategy(), st.GetWritable(), st.GetPartitions())
+				if !st.GetExact() {
+					fmt.Fprintln(out, "(some nodes did not answer: partitions they lead are counted as not writable)")
+				}
+				for _, p := range st.GetProblems() {
+					fmt.Fprintf(out, "NOT WRITABLE partition %d: %s\n", p.GetPartition(), p.GetReason())
 				}
 				printMembers(out, st.GetMembers())
 				return nil
@@ -246,7 +255,7 @@ func ringCmd() *cobra.Command {
 	var f clientFlags
 	cmd := &cobra.Command{
 		Use:   "ring",
-		Short: "Show each partition's range, owner, replicas and current holder",
+		Short: "Show each partition's range, ring owner and replicas, and its configuration: epoch, primary, replicas, writable",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.run(func(ctx context.Context, c *client.Client) error {
@@ -259,15 +268,29 @@ func ringCmd() *cobra.Command {
 					return printJSON(out, r)
 				}
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "PARTITION\tRANGE\tOWNER\tREPLICAS\tHOLDER\tEPOCH\tFREE\tHELD")
+				fmt.Fprintln(tw, "PARTITION\tRANGE\tOWNER\tRING REPLICAS\tPRIMARY\tEPOCH\tCONFIG\tWRITABLE\tFREE\tHELD")
+				var reasons []string
 				for _, p := range r.GetPartitions() {
-					holder := p.GetHolder()
-					if holder == "" {
-						holder = "-"
+					primary, epoch, cfg, writable := "-", "-", "-", "yes"
+					if p.GetHolder() != "" {
+						primary = p.GetHolder()
+						epoch = fmt.Sprintf("%d/%s", p.GetEpoch(), p.GetEpochNode())
+						cfg = strings.Join(p.GetConfig(), ",")
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.GetId(), rangeString(p.GetFirst(), p.GetLast()), p.GetOwner(), strings.Join(p.GetReplicas(), ","), holder, p.GetEpoch(), p.GetFree(), p.GetHeld())
+					if !p.GetWritable() {
+						writable = "NO"
+						reasons = append(reasons, fmt.Sprintf("partition %d: %s", p.GetId(), p.GetReason()))
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.GetId(), rangeString(p.GetFirst(), p.GetLast()),
+						p.GetOwner(), strings.Join(p.GetReplicas(), ","), primary, epoch, cfg, writable, p.GetFree(), p.GetHeld())
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				for _, s := range reasons {
+					fmt.Fprintln(out, "not writable:", s)
+				}
+				return nil
 			})
 		},
 	}

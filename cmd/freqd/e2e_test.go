@@ -223,14 +223,14 @@ func (c *e2eCluster) checkOperations(t *testing.T, held map[uint32]string) {
 		for _, want := range []string{
 			"pool 10-15,20-25: 12 frequencies in 4 partitions",
 			"(as seen by " + n.name + ")",
-			"replication factor 3",
+			"replication factor 3", "4 of 4 partitions writable",
 			"n1 ", "n2 ", "n3 ",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("status via %s does not mention %q:\n%s", n.name, want, out)
 			}
 		}
-		if strings.Contains(out, "UNAVAILABLE") {
+		if strings.Contains(out, "NOT WRITABLE") {
 			t.Errorf("status via %s reports unavailable partitions:\n%s", n.name, out)
 		}
 
@@ -353,7 +353,7 @@ func (c *e2eCluster) checkLeave(t *testing.T, held map[uint32]string) {
 		return true, ""
 	})
 	out = c.ok(t, "status", "--addr", n1.api)
-	if strings.Contains(out, "UNAVAILABLE") || !strings.Contains(out, "(as seen by n1)") {
+	if strings.Contains(out, "NOT WRITABLE") || !strings.Contains(out, "(as seen by n1)") {
 		t.Errorf("status via n1 after the leave:\n%s", out)
 	}
 	if l := statusLine(out, n2.name); l == nil || l[3] == "active" {
@@ -435,6 +435,17 @@ func checkRing(r *freqdv1.RingResponse, members []string) error {
 			if !slices.Contains(members, name) || slices.Contains(reps[:j], name) {
 				return fmt.Errorf("partition %d: replicas %v; want distinct members of %v", i, reps, members)
 			}
+		}
+		// The configuration is the ring's replicas (as name#incarnation),
+		// with an epoch, and writable.
+		var cfg []string
+		for _, m := range p.GetConfig() {
+			name, _, _ := strings.Cut(m, "#")
+			cfg = append(cfg, name)
+		}
+		if !slices.Equal(cfg, reps) || p.GetEpoch() == 0 || p.GetEpochNode() == "" || !p.GetWritable() {
+			return fmt.Errorf("partition %d: config %v epoch %d/%s writable %v (%s); want the ring replicas %v, an epoch, writable",
+				i, p.GetConfig(), p.GetEpoch(), p.GetEpochNode(), p.GetWritable(), p.GetReason(), reps)
 		}
 	}
 	if len(covered) != 12 {
