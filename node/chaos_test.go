@@ -210,7 +210,8 @@ type chaosEpisode struct {
 	kind     string // "isolate" or "partition"
 	minority []string
 	majority []string
-	allowed  map[int]bool // partitions with a write quorum on the minority side at the cut
+	allowed  map[int]bool   // partitions with a write quorum on the minority side at the cut
+	configs  map[int]string // each partition's newest committed configuration at the cut
 	cut      time.Time
 	heal     time.Time // zero until healed; guarded by chaosRun.mu
 }
@@ -566,7 +567,7 @@ func (r *chaosRun) dumpRing() {
 // quorumOn returns the partitions whose newest committed configuration, as
 // any live node records it, has a write quorum of its members (current
 // incarnations) among the named nodes.
-func (r *chaosRun) quorumOn(names []string) map[int]bool {
+func (r *chaosRun) quorumOn(names []string) (map[int]bool, map[int]string) {
 	nodes := r.liveNodes()
 	side := make(map[ReplicaID]bool)
 	for _, n := range nodes {
@@ -575,6 +576,7 @@ func (r *chaosRun) quorumOn(names []string) map[int]bool {
 		}
 	}
 	out := make(map[int]bool)
+	configs := make(map[int]string)
 	for id := range r.layout.Partitions() {
 		var newest Config
 		for _, n := range nodes {
@@ -595,8 +597,9 @@ func (r *chaosRun) quorumOn(names []string) map[int]bool {
 		if len(newest.Members) > 0 && in >= newest.WriteQuorum(chaosFactor) {
 			out[id] = true
 		}
+		configs[id] = newest.String()
 	}
-	return out
+	return out, configs
 }
 
 // pause waits d or until ctx ends; false if ctx ended.
@@ -704,7 +707,7 @@ func (r *chaosRun) isolateEpisode(ctx context.Context, rnd *rand.Rand, hold time
 		}
 	}
 	e := &chaosEpisode{kind: "isolate", minority: []string{iso.name}, majority: others}
-	e.allowed = r.quorumOn(e.minority)
+	e.allowed, e.configs = r.quorumOn(e.minority)
 	r.sim.Isolate(iso.host.Name())
 	e.cut = time.Now()
 	r.fault("isolate")
@@ -750,7 +753,7 @@ func (r *chaosRun) partitionEpisode(ctx context.Context, rnd *rand.Rand, hold ti
 	num := len(r.episodes)
 	r.mu.Unlock()
 	ch := r.sim.Host(fmt.Sprintf("m%d", num))
-	e.allowed = r.quorumOn(minority)
+	e.allowed, e.configs = r.quorumOn(minority)
 	r.sim.Partition(append(slices.Clone(minority), ch.Name()), majority)
 	e.cut = time.Now()
 	r.fault("partition")
@@ -1215,6 +1218,8 @@ func (r *chaosRun) check(workers []*chaosWorker, final map[uint32]string) {
 	began := time.Now()
 	if err := r.rec.Check(r.freqs, r.p.checkTimeout); err != nil {
 		t.Errorf("porcupine: %v", err)
+		r.diagnose(ops)
+		r.dump()
 	} else {
 		r.logf("history of %d calls linearizable (checked in %v)", len(ops), time.Since(began).Round(time.Millisecond))
 	}
@@ -1255,8 +1260,8 @@ func (r *chaosRun) check(workers []*chaosWorker, final map[uint32]string) {
 				mi++
 				id, _ := r.layout.Lookup(f)
 				if !e.allowed[id] {
-					t.Errorf("%s %v | %v: %s acknowledged on the minority side in partition %d, of which it had no quorum (cut at +%.2fs, call +%.2fs..+%.2fs, heal +%.2fs)",
-						e.kind, e.minority, e.majority, op, id, r.sec(e.cut), r.sec(op.start), r.sec(op.end), r.sec(e.heal))
+					t.Errorf("%s %v | %v: %s acknowledged on the minority side in partition %d, of which it had no quorum (configuration at the cut: %s; cut at +%.2fs, call +%.2fs..+%.2fs, heal +%.2fs)",
+						e.kind, e.minority, e.majority, op, id, e.configs[id], r.sec(e.cut), r.sec(op.start), r.sec(op.end), r.sec(e.heal))
 				}
 			case op.episode == nil && slices.Contains(e.majority, op.node):
 				ma++
@@ -1387,4 +1392,85 @@ func (r *chaosRun) shutdown() {
 		hc.CloseIdleConnections()
 	}
 	r.sim.Close()
+}
+
+// diagnose checks each frequency's projection of the history: the calls
+// on that frequency alone, an allocation of any frequency counting as one
+// of that frequency if it was granted it (or, of unknown outcome, may have
+// been). Every projection of a linearizable history is linearizable, and
+// the projections are small, so a projection that is not pinpoints a
+// violation the whole check may be too slow to prove.
+func (r *chaosRun) diagnose(ops []chaosOp) {
+	t := r.t
+	for _, f := range r.freqs {
+		rec := freqmodel.NewRecorder()
+		var mine []chaosOp
+		for _, op := range ops {
+			in := op.in
+			switch {
+			case in.Kind == freqmodel.Alloc && op.out.Result == freqmodel.Unknown:
+				in = freqmodel.Input{Kind: freqmodel.AllocFreq, Client: in.Client, Freq: f}
+			case in.Kind == freqmodel.Alloc && op.out.Result == freqmodel.OK && op.out.Freq == f:
+				in = freqmodel.Input{Kind: freqmodel.AllocFreq, Client: in.Client, Freq: f}
+			case in.Kind == freqmodel.Alloc || in.Freq != f:
+				continue
+			}
+			mine = append(mine, op)
+			if op.out.Result == freqmodel.Unknown {
+				rec.RecordUnknown(op.worker, in, op.start)
+			} else {
+				out := op.out
+				out.Freq = in.Freq
+				rec.Record(op.worker, in, op.start, op.end, out)
+			}
+		}
+		err := rec.Check([]uint32{f}, 20*time.Second)
+		if err == nil {
+			continue
+		}
+		t.Errorf("frequency %d alone: %v; its calls:", f, err)
+		for _, op := range mine {
+			end := "never"
+			if !op.end.IsZero() {
+				end = fmt.Sprintf("+%.3fs", r.sec(op.end))
+			}
+			extra := ""
+			if op.in.Kind == freqmodel.Holder {
+				extra = fmt.Sprintf(" held %v by %q", op.out.Held, op.out.Holder)
+			}
+			ep := ""
+			if op.episode != nil {
+				ep = fmt.Sprintf(" [minority of %s %d]", op.episode.kind, op.episode.num)
+			}
+			t.Logf("    +%.3fs..%s w%d %s%s%s", r.sec(op.start), end, op.worker, op, extra, ep)
+		}
+	}
+}
+
+// dump writes the history as JSON lines to $FREQD_CHAOS_DUMP/chaos-<seed>.jsonl
+// when that variable names a directory.
+func (r *chaosRun) dump() {
+	dir := os.Getenv("FREQD_CHAOS_DUMP")
+	if dir == "" {
+		return
+	}
+	r.mu.Lock()
+	ops := slices.Clone(r.ops)
+	r.mu.Unlock()
+	var b strings.Builder
+	for _, op := range ops {
+		end := int64(-1)
+		if !op.end.IsZero() {
+			end = op.end.Sub(r.start).Nanoseconds()
+		}
+		fmt.Fprintf(&b, `{"worker":%d,"kind":%q,"client":%q,"freq":%d,"result":%q,"out_freq":%d,"held":%v,"holder":%q,"start":%d,"end":%d,"node":%q}`+"\n",
+			op.worker, op.in.Kind, op.in.Client, op.in.Freq, op.out.Result, op.out.Freq, op.out.Held, op.out.Holder,
+			op.start.Sub(r.start).Nanoseconds(), end, op.node)
+	}
+	path := fmt.Sprintf("%s/chaos-%d.jsonl", dir, r.seed)
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		r.t.Logf("dump: %v", err)
+		return
+	}
+	r.t.Logf("history written to %s", path)
 }

@@ -90,7 +90,8 @@ type primary struct {
 	// progress is closed and replaced whenever commit or a round's
 	// acknowledgements advance, or the primary stops.
 	progress chan struct{}
-	// lastProgress is when commit last advanced or the primary was idle.
+	// lastProgress is when an acknowledgement last arrived, or when the
+	// primary last went from idle to waiting (monotonic clock).
 	lastProgress time.Time
 	stopped      bool
 	cancel       context.CancelFunc
@@ -124,6 +125,14 @@ func (ps *primary) wakeAll() {
 		default:
 		}
 	}
+}
+
+// pending reports whether the primary waits for acknowledgements.
+func (ps *primary) pending(index uint64) bool { return ps.commit < index || !ps.confirmed(ps.round) }
+
+// stalled reports whether it has waited longer than d without any.
+func (ps *primary) stalled(index uint64, now time.Time, d time.Duration) bool {
+	return ps.pending(index) && now.Sub(ps.lastProgress) > d
 }
 
 // confirmed reports whether wq members (the primary included) have
@@ -234,17 +243,20 @@ func (n *Node) exec(ctx context.Context, r *record, fn func(p *partition.Partiti
 		return err
 	}
 	ps := r.prim
-	now := n.opts.Now()
+	now := time.Now()
 	if len(ps.cfg.Members) < ps.wq {
 		r.mu.Unlock()
 		return fmt.Errorf("partition %d (%s) has %d replicas, fewer than %d (a majority of replication factor %d); it grants nothing: %w",
 			r.id, n.spanString(r.id), len(ps.cfg.Members), ps.wq, ps.factor, freqd.ErrUnavailable)
 	}
-	if ps.commit < r.index && now.Sub(ps.lastProgress) > n.opts.StallTimeout {
+	if ps.stalled(r.index, now, n.opts.StallTimeout) {
 		err := fmt.Errorf("partition %d (%s): primary %s cannot reach a quorum (%d of %d replicas needed; %s): %w",
 			r.id, n.spanString(r.id), n.self, ps.wq, len(ps.cfg.Members), n.laggards(ps), freqd.ErrUnavailable)
 		r.mu.Unlock()
 		return err
+	}
+	if !ps.pending(r.index) {
+		ps.lastProgress = now // idle until now: the stall clock starts here
 	}
 	cmd := fn(r.p)
 	var pos, round uint64
@@ -259,9 +271,6 @@ func (n *Node) exec(ctx context.Context, r *record, fn func(p *partition.Partiti
 			r.role, r.p = roleNone, nil
 			r.mu.Unlock()
 			return fmt.Errorf("partition %d: encode command: %w: %w", r.id, freqd.ErrOutcomeUnknown, err)
-		}
-		if ps.commit == r.index {
-			ps.lastProgress = now // idle until now: the stall clock starts here
 		}
 		r.index++
 		ps.log = append(ps.log, b)
@@ -279,6 +288,8 @@ func (n *Node) exec(ctx context.Context, r *record, fn func(p *partition.Partiti
 		return nil
 	}
 	ps.wakeAll()
+	stall := time.NewTimer(n.opts.StallTimeout)
+	defer stall.Stop()
 	for {
 		if ps.stopped {
 			r.mu.Unlock()
@@ -291,10 +302,21 @@ func (n *Node) exec(ctx context.Context, r *record, fn func(p *partition.Partiti
 			r.mu.Unlock()
 			return nil
 		}
+		if ps.stalled(r.index, time.Now(), n.opts.StallTimeout) {
+			err := fmt.Errorf("partition %d (%s): primary %s lost its quorum (%d of %d replicas needed; %s)",
+				r.id, n.spanString(r.id), n.self, ps.wq, len(ps.cfg.Members), n.laggards(ps))
+			r.mu.Unlock()
+			if write {
+				return fmt.Errorf("%w: %w", err, freqd.ErrOutcomeUnknown)
+			}
+			return fmt.Errorf("%w: %w", err, freqd.ErrUnavailable)
+		}
 		ch := ps.progress
 		r.mu.Unlock()
 		select {
 		case <-ch:
+		case <-stall.C:
+			stall.Reset(n.opts.StallTimeout / 4)
 		case <-ctx.Done():
 			if write {
 				return fmt.Errorf("partition %d (%s): not committed before the deadline: %w: %w", r.id, n.spanString(r.id), freqd.ErrOutcomeUnknown, ctx.Err())
@@ -352,8 +374,8 @@ func (n *Node) writableLocked(r *record) (bool, string) {
 	if len(ps.cfg.Members) < ps.wq {
 		return false, fmt.Sprintf("%d replicas, fewer than %d (a majority of replication factor %d)", len(ps.cfg.Members), ps.wq, ps.factor)
 	}
-	if ps.commit < r.index && n.opts.Now().Sub(ps.lastProgress) > n.opts.StallTimeout {
-		return false, fmt.Sprintf("no quorum for %v: %s", n.opts.Now().Sub(ps.lastProgress).Round(time.Millisecond), n.laggards(ps))
+	if now := time.Now(); ps.stalled(r.index, now, n.opts.StallTimeout) {
+		return false, fmt.Sprintf("no quorum for %v: %s", now.Sub(ps.lastProgress).Round(time.Millisecond), n.laggards(ps))
 	}
 	return true, ""
 }

@@ -24,7 +24,7 @@ func (n *Node) becomePrimaryLocked(r *record, cfg Config) {
 		base:         r.index,
 		commit:       r.index,
 		progress:     make(chan struct{}),
-		lastProgress: n.opts.Now(),
+		lastProgress: time.Now(),
 		cancel:       cancel,
 	}
 	for _, m := range cfg.Members[1:] {
@@ -141,7 +141,7 @@ func (n *Node) sendOnce(ctx context.Context, r *record, ps *primary, f *follower
 				f.match = m.GetIndex()
 			}
 			f.ackRound = max(f.ackRound, round)
-			r.advance(n.opts.Now())
+			r.advance(time.Now())
 		default:
 			// Behind: it holds fewer commands than we sent after.
 			if m.GetIndex() < f.match || m.GetIndex() < ps.base {
@@ -192,6 +192,6 @@ func (n *Node) sendInstall(ctx context.Context, r *record, ps *primary, f *follo
 	f.needInstall, f.lastErr = false, ""
 	f.match = max(f.match, idx)
 	f.ackRound = max(f.ackRound, round)
-	r.advance(n.opts.Now())
+	r.advance(time.Now())
 	return true
 }

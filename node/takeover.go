@@ -211,8 +211,9 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 			}
 		}()
 	}
-	answers = append(answers, prepared{id: n.self, res: n.prepare(r, e)})
+	local := prepared{id: n.self, res: n.prepare(r, e)}
 	wg.Wait()
+	answers = append(answers, local)
 
 	// T3: the newest committed configuration, and a majority of it.
 	var cstar Config
@@ -384,10 +385,10 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 			}
 		}()
 	}
-	local := n.commit(r, cfg)
+	committed := n.commit(r, cfg)
 	wg.Wait()
-	if !local.GetOk() {
-		overtaken = epochFromPB(local.GetHighest())
+	if !committed.GetOk() {
+		overtaken = epochFromPB(committed.GetHighest())
 	} else if cstar.Has(n.self) {
 		acks++
 	}
