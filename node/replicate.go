@@ -136,6 +136,10 @@ func (n *Node) sendOnce(ctx context.Context, r *record, ps *primary, f *follower
 			r.mu.Unlock()
 			continue
 		case m.GetOk():
+			if len(cmds) > 0 {
+				n.appends.Add(1)
+				n.appended.Add(uint64(len(cmds)))
+			}
 			f.lastErr = ""
 			if m.GetIndex() > f.match && m.GetIndex() <= r.index {
 				f.match = m.GetIndex()
