@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/freqd/freqd"
 	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
@@ -198,7 +199,10 @@ func (c *Client) AllocateWithID(ctx context.Context, clientID, requestID string,
 
 // Release frees frequency f held by clientID. A free frequency gives
 // freqd.ErrNotHeld; one held by another client gives freqd.ErrNotHolder.
-// Either way nothing changes, so releasing twice is safe.
+// Either way nothing changes, so releasing twice is safe. Beware: if an
+// attempt's outcome was unknown (its node failed), a copy of it may still
+// arrive later and free a new grant of f to clientID; ReleaseGrant, which
+// names the grant, cannot.
 func (c *Client) Release(ctx context.Context, clientID string, f uint32) error {
 	_, err := c.ReleaseDetail(ctx, clientID, f)
 	return err
@@ -213,10 +217,24 @@ func (c *Client) Release(ctx context.Context, clientID string, f uint32) error {
 // retry finds it held by another client, the error matches
 // freqd.ErrOutcomeUnknown.
 func (c *Client) ReleaseDetail(ctx context.Context, clientID string, f uint32) (*freqdv1.ReleaseResponse, error) {
+	return c.release(ctx, &freqdv1.ReleaseRequest{ClientId: clientID, Frequency: f})
+}
+
+// ReleaseGrant ends grant g of clientID: the release names the grant (by
+// its Since), so neither it nor a delayed copy of it can free a later grant
+// of the same frequency to the same client. Prefer it to Release whenever
+// the Grant is at hand; it is retried like Release.
+func (c *Client) ReleaseGrant(ctx context.Context, clientID string, g Grant) error {
+	_, err := c.release(ctx, &freqdv1.ReleaseRequest{ClientId: clientID, Frequency: g.Frequency, Since: timestamppb.New(g.Since)})
+	return err
+}
+
+func (c *Client) release(ctx context.Context, req *freqdv1.ReleaseRequest) (*freqdv1.ReleaseResponse, error) {
+	f := req.GetFrequency()
 	unknown := false
 	for k := 1; ; k++ {
 		res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.ReleaseResponse], error) {
-			return s.Release(ctx, connect.NewRequest(&freqdv1.ReleaseRequest{ClientId: clientID, Frequency: f}))
+			return s.Release(ctx, connect.NewRequest(req))
 		})
 		switch {
 		case err == nil:

@@ -165,13 +165,13 @@ func TestChaos(t *testing.T) {
 	failed := 0
 	start := time.Now()
 	for _, seed := range p.seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			st := runChaos(t, seed, p)
 			total.add(st)
-			if t.Failed() {
-				failed++
-			}
 		})
+		if !ok {
+			failed++
+		}
 	}
 	t.Logf("chaos totals: %d seeds (%d failed), %v of faults each, wall time %v; %d calls, %d in the checked histories (%d of unknown outcome), %d not applied; faults injected %s; %d mutations acknowledged on minority sides (all in partitions they had a quorum of), %d by majority sides during partitions; %d calls the client reported unavailable after an attempt of unknown outcome",
 		len(p.seeds), failed, p.faultsFor, time.Since(start).Round(time.Millisecond),
@@ -261,7 +261,13 @@ type chaosRun struct {
 	stopWorkers context.CancelFunc
 
 	calls, notApplied, mislabelled atomic.Int64
-	unexpected                     atomic.Int64
+	unexpected, unknownLogged      atomic.Int64
+	resolving                      atomic.Int64 // further calls made to resolve allocations of unknown outcome
+
+	// abort ends everything at once, even allocations being resolved: on a
+	// test failure, and at shutdown.
+	abort       context.Context
+	cancelAbort context.CancelFunc
 
 	mu       sync.Mutex // guards the slots' node and closed, ops, episodes, faults, nextNum, clients
 	ops      []chaosOp
@@ -299,6 +305,7 @@ func runChaos(t *testing.T, seed uint64, p chaosParams) chaosStats {
 		}
 	}
 	r.wctx, r.stopWorkers = context.WithCancel(context.Background())
+	r.abort, r.cancelAbort = context.WithCancel(context.Background())
 	defer r.shutdown()
 	for i := range chaosNodes {
 		name := fmt.Sprintf("n%d", i+1)
@@ -311,10 +318,10 @@ func runChaos(t *testing.T, seed uint64, p chaosParams) chaosStats {
 	for _, s := range r.slots {
 		r.startNode(s)
 	}
-	if why := r.waitSettled(30 * time.Second); why != "" {
-		t.Fatalf("cluster did not form: %s", why)
+	waitFor(t, 30*time.Second, "the cluster to form", r.formed)
+	if os.Getenv("FREQD_CHAOS_TRACE") != "" {
+		r.startTrace()
 	}
-	r.logf("cluster settled")
 
 	// Regular workers talk to every node, from hosts outside any cut.
 	var workers []*chaosWorker
@@ -325,6 +332,13 @@ func runChaos(t *testing.T, seed uint64, p chaosParams) chaosStats {
 		workers = append(workers, w)
 		r.spawnWorker(r.wctx, w)
 	}
+	// Settle with the workers running: a primary deposed while gossip held
+	// it dead learns it only from a write or read it serves.
+	if why := r.waitSettled(30 * time.Second); why != "" {
+		r.dumpRing()
+		t.Fatalf("cluster did not settle: %s", why)
+	}
+	r.logf("cluster settled")
 
 	// The fault schedule.
 	sctx, stopSchedule := context.WithCancel(context.Background())
@@ -357,14 +371,15 @@ func runChaos(t *testing.T, seed uint64, p chaosParams) chaosStats {
 
 	st := r.stats()
 	st.wall = time.Since(began)
-	t.Logf("seed %d: %d calls, %d in the history (%d unknown), %d not applied, faults %s, wall %v",
-		seed, st.calls, st.recorded, st.unknown, st.notApplied, st.faultString(), st.wall.Round(time.Millisecond))
+	t.Logf("seed %d: %d calls, %d in the history (%d unknown), %d not applied, %d calls resolving allocations of unknown outcome, faults %s, wall %v",
+		seed, st.calls, st.recorded, st.unknown, st.notApplied, r.resolving.Load(), st.faultString(), st.wall.Round(time.Millisecond))
 	return st
 }
 
 func (r *chaosRun) logf(format string, args ...any) {
 	r.t.Helper()
-	r.t.Logf("+%6.2fs "+format, append([]any{time.Since(r.start).Seconds()}, args...)...)
+	now := time.Now()
+	r.t.Logf("+%6.3fs (%s) "+format, append([]any{now.Sub(r.start).Seconds(), now.UTC().Format("15:04:05.000")}, args...)...)
 }
 
 func (r *chaosRun) fault(kind string) {
@@ -491,6 +506,20 @@ func (r *chaosRun) apiAddrs(names []string) []string {
 		}
 	}
 	return out
+}
+
+// formed reports whether every node is up, active and sees all the others.
+func (r *chaosRun) formed() bool {
+	nodes := r.liveNodes()
+	if len(nodes) < chaosNodes {
+		return false
+	}
+	for _, n := range nodes {
+		if !n.Active() || n.ring.Load().Len() != chaosNodes {
+			return false
+		}
+	}
+	return true
 }
 
 // settled reports whether every node is up, active and agrees on a ring of
@@ -1026,29 +1055,87 @@ const (
 	chaosNotApplied                        // definitely not applied (or a read that failed), not recorded
 )
 
+// chaosResolveFor bounds how long a worker keeps retrying an allocation of
+// unknown outcome with its request id before recording it as unknown.
+const chaosResolveFor = 20 * time.Second
+
 // do makes one call, with the retrying client or in a single attempt, and
 // records it.
+//
+// An allocation whose outcome is unknown is retried, with the same request
+// id, in further calls until one answers definitely (or chaosResolveFor
+// passes): the request id makes the allocation happen at most once, so the
+// calls together are one allocation that took effect somewhere between
+// the first call's start and the last one's end, and the answer is that
+// allocation's (a repeated grant, or the grant or refusal of the only
+// attempt that was applied). This is what a client is meant to do, and
+// it keeps the history's calls of unknown outcome few: each allocation of
+// any frequency left unknown multiplies the states the checker explores.
 func (w *chaosWorker) do(in freqmodel.Input, retry bool) (freqmodel.Output, chaosStatus) {
 	r := w.r
-	a := &chaosAttempts{}
-	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), chaosAttemptsKey{}, a), chaosCallTimeout)
-	defer cancel()
 	cl := w.cl
 	if !retry {
 		cl = w.once
 	}
+	request := ""
+	if in.Kind == freqmodel.Alloc || in.Kind == freqmodel.AllocFreq {
+		request = client.NewRequestID()
+	}
+	start := time.Now()
+	unknown := false // some call so far may have been applied
+	for {
+		out, node, st := w.call(cl, in, request)
+		end := time.Now()
+		switch {
+		case st == chaosDone:
+			r.rec.Record(w.num, in, start, end, out)
+			op := chaosOp{worker: w.num, in: in, out: out, start: start, end: end, episode: w.episode}
+			if out.Result == freqmodel.OK && in.Kind != freqmodel.Holder {
+				op.node = node
+			}
+			r.addOp(op)
+			return out, st
+		case st == chaosNotApplied && !unknown:
+			r.notApplied.Add(1)
+			return out, st
+		case st == chaosUnknown:
+			unknown = true
+		}
+		if request == "" || r.abort.Err() != nil || time.Since(start) > chaosResolveFor {
+			r.rec.RecordUnknown(w.num, in, start)
+			r.addOp(chaosOp{worker: w.num, in: in, out: freqmodel.Output{Result: freqmodel.Unknown}, start: start, episode: w.episode})
+			return freqmodel.Output{Result: freqmodel.Unknown}, chaosUnknown
+		}
+		r.resolving.Add(1)
+		pause(r.abort, 50*time.Millisecond)
+	}
+}
+
+func (r *chaosRun) addOp(op chaosOp) {
+	r.mu.Lock()
+	r.ops = append(r.ops, op)
+	r.mu.Unlock()
+}
+
+// call makes one client call (with its client's retries, if any) and
+// classifies its outcome; an allocation carries the given request id.
+func (w *chaosWorker) call(cl *client.Client, in freqmodel.Input, request string) (freqmodel.Output, string, chaosStatus) {
+	r := w.r
+	a := &chaosAttempts{}
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), chaosAttemptsKey{}, a), chaosCallTimeout)
+	defer cancel()
 	var out freqmodel.Output
 	var node string
 	var err error
-	start := time.Now()
 	switch in.Kind {
 	case freqmodel.Alloc:
 		var g client.Grant
-		g, err = cl.Allocate(ctx, in.Client)
+		g, err = cl.AllocateWithID(ctx, in.Client, request, nil)
 		out.Freq, node = g.Frequency, g.Node
 	case freqmodel.AllocFreq:
 		var g client.Grant
-		g, err = cl.AllocateFrequency(ctx, in.Client, in.Freq)
+		f := in.Freq
+		g, err = cl.AllocateWithID(ctx, in.Client, request, &f)
 		out.Freq, node = g.Frequency, g.Node
 	case freqmodel.Release:
 		var res interface{ GetNode() string }
@@ -1061,51 +1148,38 @@ func (w *chaosWorker) do(in freqmodel.Input, retry bool) (freqmodel.Output, chao
 		h, err = cl.Holder(ctx, in.Freq)
 		out.Held, out.Holder = h.Held, h.ClientID
 	}
-	end := time.Now()
 	r.calls.Add(1)
-	op := chaosOp{worker: w.num, in: in, start: start, end: end, episode: w.episode}
 	res, definite := freqmodel.Classify(err)
-	var st chaosStatus
+	if errors.Is(err, freqd.ErrOutcomeUnknown) {
+		// The client wraps both "outcome unknown" and the answer that made
+		// it so (a release retried after an attempt of unknown outcome
+		// that finds the frequency held by another client), which Classify
+		// alone would take for a definite answer.
+		definite = false
+	}
 	switch {
 	case definite:
 		out.Result = res
-		op.out = out
-		if res == freqmodel.OK && in.Kind != freqmodel.Holder {
-			op.node = node
-		}
-		st = chaosDone
+		return out, node, chaosDone
 	case in.Kind == freqmodel.Holder:
-		st = chaosNotApplied // a read of unknown outcome changed nothing
+		return out, "", chaosNotApplied // a read of unknown outcome changed nothing
 	case a.unknown.Load() || transport.Unknown(err) || errors.Is(err, freqd.ErrOutcomeUnknown):
 		if errors.Is(err, freqd.ErrUnavailable) && !transport.Unknown(err) {
 			r.mislabelled.Add(1)
 		}
-		st = chaosUnknown
-	case errors.Is(err, freqd.ErrUnavailable) || transport.NotSent(err):
-		st = chaosNotApplied
-	default:
-		// Not a documented outcome: count it, and record it as unknown so
-		// the history stays sound.
-		if r.unexpected.Add(1) <= 5 {
-			r.logf("%s: %s(%d): unexpected error: %v", w.id, in.Kind, in.Freq, err)
+		if r.unknownLogged.Add(1) <= 20 {
+			r.logf("%s: %s(%d) of unknown outcome: %v", w.id, in.Kind, in.Freq, err)
 		}
-		st = chaosUnknown
+		return out, "", chaosUnknown
+	case errors.Is(err, freqd.ErrUnavailable) || transport.NotSent(err):
+		return out, "", chaosNotApplied
 	}
-	switch st {
-	case chaosDone:
-		r.rec.Record(w.num, in, start, end, out)
-	case chaosUnknown:
-		op.out = freqmodel.Output{Result: freqmodel.Unknown}
-		op.end = time.Time{}
-		r.rec.RecordUnknown(w.num, in, start)
-	case chaosNotApplied:
-		r.notApplied.Add(1)
-		return out, st
+	// Not a documented outcome: count it, and treat it as unknown so the
+	// history stays sound.
+	if r.unexpected.Add(1) <= 5 {
+		r.logf("%s: %s(%d): unexpected error: %v", w.id, in.Kind, in.Freq, err)
 	}
-	r.mu.Lock()
-	r.ops = append(r.ops, op)
-	r.mu.Unlock()
-	return out, st
+	return out, "", chaosUnknown
 }
 
 // finalReads reads every frequency's holder through every node, records
@@ -1371,6 +1445,7 @@ func sortedNames(m map[string]bool) []string {
 // shutdown closes every node, waits for the killed ones, drops the
 // clients' connections and closes the network.
 func (r *chaosRun) shutdown() {
+	r.cancelAbort()
 	r.stopWorkers()
 	r.workers.Wait()
 	var wg sync.WaitGroup
@@ -1442,7 +1517,7 @@ func (r *chaosRun) diagnose(ops []chaosOp) {
 			if op.episode != nil {
 				ep = fmt.Sprintf(" [minority of %s %d]", op.episode.kind, op.episode.num)
 			}
-			t.Logf("    +%.3fs..%s w%d %s%s%s", r.sec(op.start), end, op.worker, op, extra, ep)
+			t.Logf("    +%.3fs..%s (%s) w%d %s%s%s", r.sec(op.start), end, op.start.UTC().Format("15:04:05.000"), op.worker, op, extra, ep)
 		}
 	}
 }
@@ -1473,4 +1548,36 @@ func (r *chaosRun) dump() {
 		return
 	}
 	r.t.Logf("history written to %s", path)
+}
+
+// startTrace logs every change of every live node's replica records
+// (role, promise, committed and state epochs, index), polled every
+// millisecond until the run ends: a debugging aid (FREQD_CHAOS_TRACE=1).
+func (r *chaosRun) startTrace() {
+	type key struct {
+		node string
+		id   int
+	}
+	last := make(map[key]string)
+	r.workers.Add(1)
+	go func() {
+		defer r.workers.Done()
+		for pause(r.wctx, time.Millisecond) {
+			for _, n := range r.liveNodes() {
+				for _, rec := range n.recs {
+					rec.mu.Lock()
+					s := fmt.Sprintf("role %v promised %v committed %v accepted %v state %v/%d", rec.role, rec.promised, rec.committed, rec.accepted.Epoch, rec.stateEpoch, rec.index)
+					if rec.prim != nil {
+						s += fmt.Sprintf(" commit %d", rec.prim.commit)
+					}
+					rec.mu.Unlock()
+					k := key{n.self.String(), rec.id}
+					if last[k] != s {
+						last[k] = s
+						r.logf("trace %s p%d: %s", k.node, k.id, s)
+					}
+				}
+			}
+		}
+	}()
 }

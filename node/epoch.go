@@ -37,7 +37,7 @@ type ReplicaID struct {
 	Incarnation uint64
 }
 
-func (r ReplicaID) String() string { return fmt.Sprintf("%s#%04x", r.Name, r.Incarnation&0xffff) }
+func (r ReplicaID) String() string { return fmt.Sprintf("%s#%08x", r.Name, r.Incarnation&0xffffffff) }
 
 // Config is a partition's configuration: its epoch and its replicas, the
 // primary first. A Config is never mutated once built.

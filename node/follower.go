@@ -82,6 +82,18 @@ func (n *Node) prepare(r *record, e Epoch) *freqdv1.PrepareResponse {
 	return out
 }
 
+// peek is what prepare(r, e) would answer, without promising anything.
+func (n *Node) peek(r *record, e Epoch) *freqdv1.PrepareResponse {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := &freqdv1.PrepareResponse{Self: replicaToPB(n.self), Promised: e.Compare(r.promised) >= 0, Highest: epochToPB(r.promised)}
+	out.Committed = configToPB(r.committed)
+	if r.p != nil {
+		out.HasState, out.StateEpoch, out.Index = true, epochToPB(r.stateEpoch), r.index
+	}
+	return out
+}
+
 // fetch returns the state of a replica that promised e (rule T4).
 func (n *Node) fetch(r *record, e Epoch) (*freqdv1.FetchResponse, error) {
 	r.mu.Lock()

@@ -196,6 +196,9 @@ type peerClient struct {
 	peer freqdv1connect.PeerServiceClient
 }
 
+// requestTimeout bounds a client request that came without a deadline.
+const requestTimeout = 30 * time.Second
+
 // compressMinBytes is the smallest message the API compresses.
 const compressMinBytes = 64 << 10
 
@@ -265,9 +268,11 @@ func (n *Node) Start(ctx context.Context) error {
 	// Small answers are not worth gzip's CPU (it showed as 15% of a loaded
 	// node's profile); snapshots still compress.
 	compress := connect.WithCompressMinBytes(compressMinBytes)
-	path, h := freqdv1connect.NewFreqdServiceHandler(svc, readLimit(transport.MaxRequestBytes), compress)
+	path, h := freqdv1connect.NewFreqdServiceHandler(svc, readLimit(transport.MaxRequestBytes), compress,
+		connect.WithInterceptors(transport.DefaultTimeout(requestTimeout)))
 	mux.Handle(path, h)
-	path, h = freqdv1connect.NewPeerServiceHandler(&peerService{n: n}, readLimit(transport.MaxPeerMessageBytes), compress)
+	path, h = freqdv1connect.NewPeerServiceHandler(&peerService{n: n}, readLimit(transport.MaxPeerMessageBytes), compress,
+		connect.WithInterceptors(transport.HandlerDeadline(nil)))
 	mux.Handle(path, h)
 	srv, err := transport.Serve(n.opts.Network, n.opts.APIAddr, mux)
 	if err != nil {
@@ -373,7 +378,8 @@ func (n *Node) peer(addr string) peerClient {
 	base := "http://" + addr
 	pc := peerClient{
 		api:  freqdv1connect.NewFreqdServiceClient(n.http, base),
-		peer: freqdv1connect.NewPeerServiceClient(n.http, base, readLimitClient(transport.MaxPeerMessageBytes)),
+		peer: freqdv1connect.NewPeerServiceClient(n.http, base, readLimitClient(transport.MaxPeerMessageBytes),
+			connect.WithInterceptors(transport.ClientDeadline())),
 	}
 	n.peers[addr] = pc
 	return pc

@@ -449,7 +449,11 @@ func (n *Node) jitter(d time.Duration) time.Duration {
 }
 
 // Release frees frequency f held by client.
-func (n *Node) Release(ctx context.Context, client string, f uint32) (*freqdv1.ReleaseResponse, error) {
+//
+// since, when non-zero, names the grant to end by its grant time (unix
+// nanoseconds): a frequency the client holds under a later grant is not
+// released. It makes a delayed copy of the release harmless.
+func (n *Node) Release(ctx context.Context, client string, f uint32, since int64) (*freqdv1.ReleaseResponse, error) {
 	if err := freqd.ValidateClientID(client); err != nil {
 		return nil, err
 	}
@@ -461,11 +465,11 @@ func (n *Node) Release(ctx context.Context, client string, f uint32) (*freqdv1.R
 	err = n.onPartition(ctx, id,
 		func(r *record) error {
 			var err error
-			out, err = n.applyRelease(ctx, r, client, f)
+			out, err = n.applyRelease(ctx, r, client, f, since)
 			return err
 		},
 		func(pc peerClient) error {
-			res, err := pc.peer.PeerRelease(ctx, connect.NewRequest(&freqdv1.PeerReleaseRequest{ClientId: client, Frequency: f, From: n.opts.Name}))
+			res, err := pc.peer.PeerRelease(ctx, connect.NewRequest(&freqdv1.PeerReleaseRequest{ClientId: client, Frequency: f, From: n.opts.Name, SinceUnixNano: since}))
 			if err != nil {
 				return transport.FromWire(err)
 			}
@@ -475,10 +479,10 @@ func (n *Node) Release(ctx context.Context, client string, f uint32) (*freqdv1.R
 	return out, err
 }
 
-func (n *Node) applyRelease(ctx context.Context, r *record, client string, f uint32) (*freqdv1.ReleaseResponse, error) {
+func (n *Node) applyRelease(ctx context.Context, r *record, client string, f uint32, since int64) (*freqdv1.ReleaseResponse, error) {
 	var res partition.Result
 	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-		return applyLogged(p, &res, partition.Command{Op: partition.OpRelease, Client: client, Freq: f, At: n.opts.Now().UnixNano()})
+		return applyLogged(p, &res, partition.Command{Op: partition.OpRelease, Client: client, Freq: f, Since: since, At: n.opts.Now().UnixNano()})
 	})
 	if err != nil {
 		return nil, err

@@ -39,7 +39,14 @@ func (s *service) Allocate(ctx context.Context, req *connect.Request[freqdv1.All
 }
 
 func (s *service) Release(ctx context.Context, req *connect.Request[freqdv1.ReleaseRequest]) (*connect.Response[freqdv1.ReleaseResponse], error) {
-	return wire(s.n.Release(ctx, req.Msg.GetClientId(), req.Msg.GetFrequency()))
+	var since int64
+	if ts := req.Msg.GetSince(); ts != nil {
+		if err := ts.CheckValid(); err != nil {
+			return nil, transport.ToWire(fmt.Errorf("release: since: %w: %w", err, freqd.ErrInvalidArgument))
+		}
+		since = ts.AsTime().UnixNano()
+	}
+	return wire(s.n.Release(ctx, req.Msg.GetClientId(), req.Msg.GetFrequency(), since))
 }
 
 func (s *service) Holder(ctx context.Context, req *connect.Request[freqdv1.HolderRequest]) (*connect.Response[freqdv1.HolderResponse], error) {
@@ -196,7 +203,7 @@ func (p *peerService) PeerRelease(ctx context.Context, req *connect.Request[freq
 	if err != nil {
 		return nil, peerWire(err)
 	}
-	out, err := n.applyRelease(ctx, r, req.Msg.GetClientId(), req.Msg.GetFrequency())
+	out, err := n.applyRelease(ctx, r, req.Msg.GetClientId(), req.Msg.GetFrequency(), req.Msg.GetSinceUnixNano())
 	if err != nil {
 		return nil, peerWire(err)
 	}

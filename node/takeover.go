@@ -211,47 +211,18 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 			}
 		}()
 	}
-	local := prepared{id: n.self, res: n.prepare(r, e)}
 	wg.Wait()
-	answers = append(answers, local)
-
-	// T3: the newest committed configuration, and a majority of it.
-	var cstar Config
-	var refusal Epoch
-	for _, a := range answers {
-		h := epochFromPB(a.res.GetHighest())
-		n.seeTerm(h.Term)
-		if !a.res.GetPromised() {
-			if h.Compare(refusal) > 0 {
-				refusal = h
-			}
-			continue
-		}
-		if c := configFromPB(a.res.GetCommitted()); c.Epoch.Compare(cstar.Epoch) > 0 {
-			cstar = c
-		}
+	// Promise locally only if the others' answers leave a quorum possible:
+	// a node cut off in a minority then fails here without raising its own
+	// promise, so it does not come back from the cut with an inflated epoch
+	// that forces healthy primaries to step down (a pre-vote, in effect).
+	if _, err := n.judge(id, e, append(slices.Clone(answers), prepared{id: n.self, res: n.peek(r, e)})); err != nil {
+		return err
 	}
-	if !refusal.IsZero() {
-		return fmt.Errorf("partition %d: epoch %v refused: a replica promised %v", id, e, refusal)
-	}
-	if cstar.IsZero() {
-		return fmt.Errorf("partition %d (%s): no live replica knows a committed configuration, so its state cannot be found: %w", id, n.spanString(id), freqd.ErrUnavailable)
-	}
-	var quorum []ReplicaID
-	for _, a := range answers {
-		if a.res.GetPromised() && cstar.Has(a.id) {
-			quorum = append(quorum, a.id)
-		}
-	}
-	if len(quorum) < cstar.Majority() {
-		var missing []string
-		for _, m := range cstar.Members {
-			if !slices.Contains(quorum, m) {
-				missing = append(missing, m.String())
-			}
-		}
-		return fmt.Errorf("partition %d (%s): only %d of the %d replicas needed of its last configuration (%v) answered; missing %v: %w",
-			id, n.spanString(id), len(quorum), cstar.Majority(), cstar, missing, freqd.ErrUnavailable)
+	answers = append(answers, prepared{id: n.self, res: n.prepare(r, e)})
+	cstar, err := n.judge(id, e, answers)
+	if err != nil {
+		return err
 	}
 
 	// T4: the most recent state among all that promised.
@@ -411,6 +382,49 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 		}
 	}
 	return nil
+}
+
+// judge applies rule T3 to the answers of a Prepare(e): it returns the
+// newest committed configuration, or why the takeover cannot go on.
+func (n *Node) judge(id int, e Epoch, answers []prepared) (Config, error) {
+	var cstar Config
+	var refusal Epoch
+	for _, a := range answers {
+		h := epochFromPB(a.res.GetHighest())
+		n.seeTerm(h.Term)
+		if !a.res.GetPromised() {
+			if h.Compare(refusal) > 0 {
+				refusal = h
+			}
+			continue
+		}
+		if c := configFromPB(a.res.GetCommitted()); c.Epoch.Compare(cstar.Epoch) > 0 {
+			cstar = c
+		}
+	}
+	if !refusal.IsZero() {
+		return Config{}, fmt.Errorf("partition %d: epoch %v refused: a replica promised %v", id, e, refusal)
+	}
+	if cstar.IsZero() {
+		return Config{}, fmt.Errorf("partition %d (%s): no live replica knows a committed configuration, so its state cannot be found: %w", id, n.spanString(id), freqd.ErrUnavailable)
+	}
+	var quorum []ReplicaID
+	for _, a := range answers {
+		if a.res.GetPromised() && cstar.Has(a.id) {
+			quorum = append(quorum, a.id)
+		}
+	}
+	if len(quorum) < cstar.Majority() {
+		var missing []string
+		for _, m := range cstar.Members {
+			if !slices.Contains(quorum, m) {
+				missing = append(missing, m.String())
+			}
+		}
+		return Config{}, fmt.Errorf("partition %d (%s): only %d of the %d replicas needed of its last configuration (%v) answered; missing %v: %w",
+			id, n.spanString(id), len(quorum), cstar.Majority(), cstar, missing, freqd.ErrUnavailable)
+	}
+	return cstar, nil
 }
 
 // callPrepare sends Prepare(e) for partition id to the node at addr.

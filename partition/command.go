@@ -53,6 +53,11 @@ type Command struct {
 	Freq    uint32 // the frequency, for OpGrant without Any and for OpRelease; the target partition id for OpNote
 	Any     bool   // OpGrant only: grant any free frequency, ignoring Freq
 	At      int64  // unix nanoseconds; recorded as the grant time ("since")
+	// Since, on OpRelease only, names the grant to end by its grant time:
+	// when non-zero, a frequency held by the client under another grant is
+	// not released (freqd.ErrNotHeld). It makes a delayed copy of a release
+	// harmless to a later grant of the same frequency.
+	Since int64
 }
 
 // String returns a short form for logs, e.g. `grant any to "c1" at 17` or
@@ -68,6 +73,9 @@ func (c Command) String() string {
 		return fmt.Sprintf("note request %q of %q in partition %d", c.Request, c.Client, c.Freq)
 	default:
 		s = fmt.Sprintf("%v %d by %q at %d", c.Op, c.Freq, c.Client, c.At)
+		if c.Since != 0 {
+			s += fmt.Sprintf(" of the grant at %d", c.Since)
+		}
 	}
 	if c.Request != "" {
 		s += fmt.Sprintf(" request %q", c.Request)
@@ -76,14 +84,15 @@ func (c Command) String() string {
 }
 
 // commandVersion is the first byte of an encoded Command. Version 1 had no
-// request id; only version 2 is read.
-const commandVersion = 2
+// request id, version 2 no release Since; only version 3 is read.
+const commandVersion = 3
 
 const flagAny = 1 << 0
 
-// AppendBinary appends the encoding of c to b: version byte (2), op byte,
+// AppendBinary appends the encoding of c to b: version byte (3), op byte,
 // flags byte (bit 0: Any), uvarint Freq, varint At, uvarint len(Client)
-// and the client bytes, uvarint len(Request) and the request bytes. It
+// and the client bytes, uvarint len(Request) and the request bytes, varint
+// Since. It
 // fails, wrapping freqd.ErrInvalidArgument, for an unknown op, Any on
 // other than a grant, a note without a request, a client longer than
 // freqd.MaxClientIDLen or a request longer than freqd.MaxRequestIDLen.
@@ -108,6 +117,7 @@ func (c Command) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, c.Client...)
 	b = binary.AppendUvarint(b, uint64(len(c.Request)))
 	b = append(b, c.Request...)
+	b = binary.AppendVarint(b, c.Since)
 	return b, nil
 }
 
@@ -121,13 +131,15 @@ func (c *Command) checkShape() error {
 		return fmt.Errorf("any is only for grant, not %v", c.Op)
 	case c.Op == OpNote && c.Request == "":
 		return errors.New("note without a request id")
+	case c.Since != 0 && c.Op != OpRelease:
+		return fmt.Errorf("since is only for release, not %v", c.Op)
 	}
 	return nil
 }
 
 // MarshalBinary returns the encoding of c; see AppendBinary.
 func (c Command) MarshalBinary() ([]byte, error) {
-	return c.AppendBinary(make([]byte, 0, 3+5+10+2+len(c.Client)+1+len(c.Request)))
+	return c.AppendBinary(make([]byte, 0, 3+5+10+2+len(c.Client)+1+len(c.Request)+10))
 }
 
 // UnmarshalBinary decodes exactly one Command from b, as written by
@@ -185,6 +197,7 @@ func decodeCommand(b []byte) (Command, error) {
 		return Command{}, fmt.Errorf("request id is %d bytes, longer than %d", n, freqd.MaxRequestIDLen)
 	}
 	c.Request = string(r.bytes(int(n), "request id"))
+	c.Since = r.varint("since")
 	if r.err != nil {
 		return Command{}, r.err
 	}

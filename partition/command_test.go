@@ -17,6 +17,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		{Op: OpGrant, Client: "a", Request: "req-1", Any: true, At: 3},
 		{Op: OpGrant, Client: "a", Request: strings.Repeat("r", freqd.MaxRequestIDLen), Freq: 7},
 		{Op: OpRelease, Client: "a", Request: "ignored", Freq: 7},
+		{Op: OpRelease, Client: "a", Freq: 7, Since: -5},
 		{Op: OpNote, Client: "a", Request: "req-2", Freq: 41},
 	}
 	for _, c := range cmds {
@@ -40,9 +41,10 @@ func TestCommandRoundTrip(t *testing.T) {
 		c    Command
 		want string
 	}{
-		{Command{Op: OpGrant, Client: "a", Any: true, At: 1}, "\x02\x01\x01\x00\x02\x01a\x00"},
-		{Command{Op: OpGrant, Client: "a", Request: "rq", Freq: 300, At: -1}, "\x02\x01\x00\xac\x02\x01\x01a\x02rq"},
-		{Command{Op: OpNote, Client: "a", Request: "r", Freq: 5}, "\x02\x03\x00\x05\x00\x01a\x01r"},
+		{Command{Op: OpGrant, Client: "a", Any: true, At: 1}, "\x03\x01\x01\x00\x02\x01a\x00\x00"},
+		{Command{Op: OpGrant, Client: "a", Request: "rq", Freq: 300, At: -1}, "\x03\x01\x00\xac\x02\x01\x01a\x02rq\x00"},
+		{Command{Op: OpNote, Client: "a", Request: "r", Freq: 5}, "\x03\x03\x00\x05\x00\x01a\x01r\x00"},
+		{Command{Op: OpRelease, Client: "a", Freq: 5, Since: 1}, "\x03\x02\x00\x05\x00\x01a\x00\x02"},
 	} {
 		if b, _ := tt.c.MarshalBinary(); string(b) != tt.want {
 			t.Errorf("encoding of %v is %q, want %q", tt.c, b, tt.want)
@@ -68,10 +70,10 @@ func TestCommandEncodeErrors(t *testing.T) {
 
 func TestCommandUnmarshalErrors(t *testing.T) {
 	valid, _ := Command{Op: OpGrant, Client: "ab", Freq: 300, At: 5}.MarshalBinary()
-	long := append([]byte{2, 1, 0, 0, 0}, appendUvarint(nil, freqd.MaxClientIDLen+1)...)
+	long := append([]byte{3, 1, 0, 0, 0}, appendUvarint(nil, freqd.MaxClientIDLen+1)...)
 	long = append(long, make([]byte, freqd.MaxClientIDLen+1)...)
-	long = append(long, 0)
-	longReq := append([]byte{2, 1, 0, 0, 0, 1, 'a'}, appendUvarint(nil, freqd.MaxRequestIDLen+1)...)
+	long = append(long, 0, 0)
+	longReq := append([]byte{3, 1, 0, 0, 0, 1, 'a'}, appendUvarint(nil, freqd.MaxRequestIDLen+1)...)
 	longReq = append(longReq, make([]byte, freqd.MaxRequestIDLen+1)...)
 	tests := []struct {
 		name string
@@ -79,25 +81,27 @@ func TestCommandUnmarshalErrors(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "too short"},
-		{"short header", []byte{2, 1}, "too short"},
+		{"short header", []byte{3, 1}, "too short"},
 		{"version 1", append([]byte{1}, valid[1:]...), "unknown version 1"},
-		{"version 3", append([]byte{3}, valid[1:]...), "unknown version 3"},
-		{"op zero", []byte{2, 0, 0, 0, 0, 0, 0}, "unknown op(0)"},
-		{"op 4", []byte{2, 4, 0, 0, 0, 0, 0}, "unknown op(4)"},
-		{"flags", []byte{2, 1, 2, 0, 0, 0, 0}, "unknown flags"},
-		{"any on release", []byte{2, 2, 1, 0, 0, 1, 'a', 0}, "any is only for grant"},
-		{"any on note", []byte{2, 3, 1, 0, 0, 1, 'a', 1, 'r'}, "any is only for grant"},
-		{"note without request", []byte{2, 3, 0, 0, 0, 1, 'a', 0}, "note without a request"},
-		{"freq too big", append([]byte{2, 1, 0}, append(appendUvarint(nil, 1<<32), 0, 0, 0)...), "freq 4294967296"},
-		{"non-minimal freq", []byte{2, 1, 0, 0x80, 0x00, 0, 0, 0}, "non-minimal"},
-		{"varint overflow", []byte{2, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0}, "overflows"},
-		{"missing at", []byte{2, 1, 0, 5}, "at: unexpected end"},
-		{"missing client len", []byte{2, 1, 0, 5, 0}, "client length: unexpected end"},
-		{"short client", []byte{2, 1, 0, 5, 0, 3, 'a'}, "client id: unexpected end"},
+		{"version 2", append([]byte{2}, valid[1:]...), "unknown version 2"},
+		{"op zero", []byte{3, 0, 0, 0, 0, 0, 0}, "unknown op(0)"},
+		{"op 4", []byte{3, 4, 0, 0, 0, 0, 0}, "unknown op(4)"},
+		{"flags", []byte{3, 1, 2, 0, 0, 0, 0}, "unknown flags"},
+		{"any on release", []byte{3, 2, 1, 0, 0, 1, 'a', 0, 0}, "any is only for grant"},
+		{"any on note", []byte{3, 3, 1, 0, 0, 1, 'a', 1, 'r', 0}, "any is only for grant"},
+		{"note without request", []byte{3, 3, 0, 0, 0, 1, 'a', 0, 0}, "note without a request"},
+		{"since on grant", []byte{3, 1, 0, 0, 0, 1, 'a', 0, 2}, "since is only for release"},
+		{"missing since", []byte{3, 2, 0, 0, 0, 1, 'a', 0}, "since: unexpected end"},
+		{"freq too big", append([]byte{3, 1, 0}, append(appendUvarint(nil, 1<<32), 0, 0, 0)...), "freq 4294967296"},
+		{"non-minimal freq", []byte{3, 1, 0, 0x80, 0x00, 0, 0, 0}, "non-minimal"},
+		{"varint overflow", []byte{3, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0}, "overflows"},
+		{"missing at", []byte{3, 1, 0, 5}, "at: unexpected end"},
+		{"missing client len", []byte{3, 1, 0, 5, 0}, "client length: unexpected end"},
+		{"short client", []byte{3, 1, 0, 5, 0, 3, 'a'}, "client id: unexpected end"},
 		{"oversized client", long, "client id is 257 bytes, longer than 256"},
-		{"missing request len", []byte{2, 1, 0, 5, 0, 1, 'a'}, "request length: unexpected end"},
-		{"non-minimal request len", []byte{2, 1, 0, 5, 0, 1, 'a', 0x81, 0x00, 'r'}, "request length: non-minimal"},
-		{"short request", []byte{2, 1, 0, 5, 0, 1, 'a', 2, 'r'}, "request id: unexpected end"},
+		{"missing request len", []byte{3, 1, 0, 5, 0, 1, 'a'}, "request length: unexpected end"},
+		{"non-minimal request len", []byte{3, 1, 0, 5, 0, 1, 'a', 0x81, 0x00, 'r'}, "request length: non-minimal"},
+		{"short request", []byte{3, 1, 0, 5, 0, 1, 'a', 2, 'r'}, "request id: unexpected end"},
 		{"oversized request", longReq, "request id is 129 bytes, longer than 128"},
 		{"trailing", append(valid, 0), "1 trailing bytes"},
 	}

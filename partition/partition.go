@@ -140,7 +140,9 @@ func (p *Partition) Version() uint64 { return p.version }
 //     idempotent re-grants record nothing.
 //   - Release of Freq: held by the client, it joins the back of the free
 //     queue; free, freqd.ErrNotHeld; held by another, freqd.ErrNotHolder.
-//     Neither failure changes anything. Request is ignored.
+//     With a non-zero Since, held by the client under a grant made at
+//     another time, freqd.ErrNotHeld (that grant has ended). No failure
+//     changes anything. Request is ignored.
 //   - Note: records in the window that Request of Client was placed in
 //     partition Freq, replacing any record of that request; the result
 //     is Freq, and Version goes up.
@@ -273,6 +275,10 @@ func (p *Partition) release(c *Command) Result {
 		return p.failFreq(c.Freq, freqd.ErrNotHolder)
 	}
 	since := p.since[off]
+	if c.Since != 0 && c.Since != since {
+		return Result{Err: fmt.Errorf("partition %d (%d-%d): frequency %d: the grant made at %d has ended (it is held under a grant made at %d): %w",
+			p.id, p.first, p.last, c.Freq, c.Since, since, freqd.ErrNotHeld)}
+	}
 	p.unlinkHeld(h, off)
 	p.holder[off] = 0
 	p.since[off] = 0

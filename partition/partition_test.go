@@ -519,3 +519,32 @@ func TestRestoreRejects(t *testing.T) {
 		})
 	}
 }
+
+// A release that names its grant by Since ends only that grant: a delayed
+// copy of it cannot end a later grant of the same frequency.
+func TestReleaseOfANamedGrant(t *testing.T) {
+	p := New(0, 10, 12)
+	g := func(at int64) Command { return Command{Op: OpGrant, Client: "a", Freq: 10, At: at} }
+	rel := func(since int64) Command { return Command{Op: OpRelease, Client: "a", Freq: 10, Since: since} }
+	steps := []struct {
+		cmd  Command
+		want error
+		held bool // after the step
+	}{
+		{g(100), nil, true},
+		{rel(99), freqd.ErrNotHeld, true}, // not this grant
+		{rel(100), nil, false},
+		{g(200), nil, true},
+		{rel(100), freqd.ErrNotHeld, true}, // the delayed duplicate
+		{rel(0), nil, false},               // any grant
+	}
+	for i, st := range steps {
+		res := p.Apply(st.cmd)
+		if !errors.Is(res.Err, st.want) || (st.want == nil) != (res.Err == nil) {
+			t.Fatalf("step %d %v: err %v, want %v", i, st.cmd, res.Err, st.want)
+		}
+		if _, _, held, _ := p.Holder(10); held != st.held {
+			t.Fatalf("step %d %v: held %v, want %v", i, st.cmd, held, st.held)
+		}
+	}
+}

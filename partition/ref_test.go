@@ -148,6 +148,9 @@ func (r *ref) applyPlain(c Command) (uint32, int64, error) {
 		if h.client != c.Client {
 			return 0, 0, freqd.ErrNotHolder
 		}
+		if c.Since != 0 && c.Since != h.since {
+			return 0, 0, freqd.ErrNotHeld
+		}
 		delete(r.held, c.Freq)
 		l := r.byClient[c.Client]
 		i := slices.Index(l, c.Freq)

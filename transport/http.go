@@ -32,6 +32,10 @@ func NewHTTPClient(nw Network) *http.Client {
 	}
 	tr.Protocols = new(http.Protocols)
 	tr.Protocols.SetUnencryptedHTTP2(true)
+	// A pooled connection to a peer that vanished (crash, partition) is
+	// found out by a ping after 2 s of silence and closed 1 s later, so new
+	// calls dial afresh instead of queueing behind it.
+	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: time.Second}
 	return &http.Client{Transport: tr}
 }
 

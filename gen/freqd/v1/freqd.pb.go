@@ -172,9 +172,14 @@ func (x *AllocateResponse) GetDuplicate() bool {
 }
 
 type ReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Frequency     uint32                 `protobuf:"varint,2,opt,name=frequency,proto3" json:"frequency,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClientId  string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Frequency uint32                 `protobuf:"varint,2,opt,name=frequency,proto3" json:"frequency,omitempty"`
+	// since, when set, names the grant to end by its grant time (the since of
+	// the AllocateResponse): a frequency the client holds under a later
+	// grant is then not released (not-held). It makes a delayed or retried
+	// release harmless to a later grant of the same frequency.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -221,6 +226,13 @@ func (x *ReleaseRequest) GetFrequency() uint32 {
 		return x.Frequency
 	}
 	return 0
+}
+
+func (x *ReleaseRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
 }
 
 type ReleaseResponse struct {
@@ -1402,10 +1414,12 @@ func (x *PeerAllocateResponse) GetFree() map[uint32]uint64 {
 }
 
 type PeerReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Frequency     uint32                 `protobuf:"varint,2,opt,name=frequency,proto3" json:"frequency,omitempty"`
-	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClientId  string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Frequency uint32                 `protobuf:"varint,2,opt,name=frequency,proto3" json:"frequency,omitempty"`
+	From      string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	// since_unix_nano names the grant to end (0: any); see ReleaseRequest.
+	SinceUnixNano int64 `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1459,6 +1473,13 @@ func (x *PeerReleaseRequest) GetFrom() string {
 		return x.From
 	}
 	return ""
+}
+
+func (x *PeerReleaseRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
 }
 
 type PeerHolderRequest struct {
@@ -2737,10 +2758,11 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\rR\tpartition\x12\x12\n" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12\x1c\n" +
-	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"K\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"}\n" +
 	"\x0eReleaseRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1c\n" +
-	"\tfrequency\x18\x02 \x01(\rR\tfrequency\"C\n" +
+	"\tfrequency\x18\x02 \x01(\rR\tfrequency\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"C\n" +
 	"\x0fReleaseResponse\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\"-\n" +
@@ -2844,11 +2866,12 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\tFreeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01B\b\n" +
-	"\x06_noted\"c\n" +
+	"\x06_noted\"\x8b\x01\n" +
 	"\x12PeerReleaseRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1c\n" +
 	"\tfrequency\x18\x02 \x01(\rR\tfrequency\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"E\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12&\n" +
+	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\"E\n" +
 	"\x11PeerHolderRequest\x12\x1c\n" +
 	"\tfrequency\x18\x01 \x01(\rR\tfrequency\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\"\x97\x01\n" +
@@ -3026,78 +3049,79 @@ var file_freqd_v1_freqd_proto_goTypes = []any{
 }
 var file_freqd_v1_freqd_proto_depIdxs = []int32{
 	42, // 0: freqd.v1.AllocateResponse.since:type_name -> google.protobuf.Timestamp
-	42, // 1: freqd.v1.HolderResponse.since:type_name -> google.protobuf.Timestamp
-	10, // 2: freqd.v1.StatusResponse.members:type_name -> freqd.v1.Member
-	9,  // 3: freqd.v1.StatusResponse.ranges:type_name -> freqd.v1.Range
-	8,  // 4: freqd.v1.StatusResponse.problems:type_name -> freqd.v1.PartitionProblem
-	13, // 5: freqd.v1.RingResponse.partitions:type_name -> freqd.v1.PartitionInfo
-	1,  // 6: freqd.v1.PeerAllocateResponse.grant:type_name -> freqd.v1.AllocateResponse
-	40, // 7: freqd.v1.PeerAllocateResponse.versions:type_name -> freqd.v1.PeerAllocateResponse.VersionsEntry
-	41, // 8: freqd.v1.PeerAllocateResponse.free:type_name -> freqd.v1.PeerAllocateResponse.FreeEntry
-	24, // 9: freqd.v1.Config.epoch:type_name -> freqd.v1.Epoch
-	25, // 10: freqd.v1.Config.members:type_name -> freqd.v1.ReplicaID
-	24, // 11: freqd.v1.PrepareRequest.epoch:type_name -> freqd.v1.Epoch
-	24, // 12: freqd.v1.PrepareResponse.highest:type_name -> freqd.v1.Epoch
-	25, // 13: freqd.v1.PrepareResponse.self:type_name -> freqd.v1.ReplicaID
-	26, // 14: freqd.v1.PrepareResponse.committed:type_name -> freqd.v1.Config
-	24, // 15: freqd.v1.PrepareResponse.state_epoch:type_name -> freqd.v1.Epoch
-	24, // 16: freqd.v1.FetchRequest.epoch:type_name -> freqd.v1.Epoch
-	24, // 17: freqd.v1.FetchResponse.state_epoch:type_name -> freqd.v1.Epoch
-	26, // 18: freqd.v1.InstallRequest.config:type_name -> freqd.v1.Config
-	25, // 19: freqd.v1.InstallRequest.to:type_name -> freqd.v1.ReplicaID
-	24, // 20: freqd.v1.InstallRequest.base_epoch:type_name -> freqd.v1.Epoch
-	24, // 21: freqd.v1.InstallResponse.highest:type_name -> freqd.v1.Epoch
-	26, // 22: freqd.v1.CommitRequest.config:type_name -> freqd.v1.Config
-	25, // 23: freqd.v1.CommitResponse.self:type_name -> freqd.v1.ReplicaID
-	24, // 24: freqd.v1.CommitResponse.highest:type_name -> freqd.v1.Epoch
-	24, // 25: freqd.v1.AppendRequest.epoch:type_name -> freqd.v1.Epoch
-	25, // 26: freqd.v1.AppendRequest.to:type_name -> freqd.v1.ReplicaID
-	24, // 27: freqd.v1.AppendResponse.highest:type_name -> freqd.v1.Epoch
-	25, // 28: freqd.v1.PartitionsResponse.self:type_name -> freqd.v1.ReplicaID
-	39, // 29: freqd.v1.PartitionsResponse.replicas:type_name -> freqd.v1.ReplicaState
-	24, // 30: freqd.v1.ReplicaState.promised:type_name -> freqd.v1.Epoch
-	26, // 31: freqd.v1.ReplicaState.committed:type_name -> freqd.v1.Config
-	26, // 32: freqd.v1.ReplicaState.accepted:type_name -> freqd.v1.Config
-	24, // 33: freqd.v1.ReplicaState.state_epoch:type_name -> freqd.v1.Epoch
-	0,  // 34: freqd.v1.FreqdService.Allocate:input_type -> freqd.v1.AllocateRequest
-	2,  // 35: freqd.v1.FreqdService.Release:input_type -> freqd.v1.ReleaseRequest
-	4,  // 36: freqd.v1.FreqdService.Holder:input_type -> freqd.v1.HolderRequest
-	6,  // 37: freqd.v1.FreqdService.Status:input_type -> freqd.v1.StatusRequest
-	11, // 38: freqd.v1.FreqdService.Ring:input_type -> freqd.v1.RingRequest
-	14, // 39: freqd.v1.FreqdService.Join:input_type -> freqd.v1.JoinRequest
-	16, // 40: freqd.v1.FreqdService.Leave:input_type -> freqd.v1.LeaveRequest
-	18, // 41: freqd.v1.PeerService.PeerAllocate:input_type -> freqd.v1.PeerAllocateRequest
-	20, // 42: freqd.v1.PeerService.PeerRelease:input_type -> freqd.v1.PeerReleaseRequest
-	21, // 43: freqd.v1.PeerService.PeerHolder:input_type -> freqd.v1.PeerHolderRequest
-	22, // 44: freqd.v1.PeerService.PeerNote:input_type -> freqd.v1.PeerNoteRequest
-	27, // 45: freqd.v1.PeerService.Prepare:input_type -> freqd.v1.PrepareRequest
-	29, // 46: freqd.v1.PeerService.Fetch:input_type -> freqd.v1.FetchRequest
-	31, // 47: freqd.v1.PeerService.Install:input_type -> freqd.v1.InstallRequest
-	33, // 48: freqd.v1.PeerService.Commit:input_type -> freqd.v1.CommitRequest
-	35, // 49: freqd.v1.PeerService.Append:input_type -> freqd.v1.AppendRequest
-	37, // 50: freqd.v1.PeerService.Partitions:input_type -> freqd.v1.PartitionsRequest
-	1,  // 51: freqd.v1.FreqdService.Allocate:output_type -> freqd.v1.AllocateResponse
-	3,  // 52: freqd.v1.FreqdService.Release:output_type -> freqd.v1.ReleaseResponse
-	5,  // 53: freqd.v1.FreqdService.Holder:output_type -> freqd.v1.HolderResponse
-	7,  // 54: freqd.v1.FreqdService.Status:output_type -> freqd.v1.StatusResponse
-	12, // 55: freqd.v1.FreqdService.Ring:output_type -> freqd.v1.RingResponse
-	15, // 56: freqd.v1.FreqdService.Join:output_type -> freqd.v1.JoinResponse
-	17, // 57: freqd.v1.FreqdService.Leave:output_type -> freqd.v1.LeaveResponse
-	19, // 58: freqd.v1.PeerService.PeerAllocate:output_type -> freqd.v1.PeerAllocateResponse
-	3,  // 59: freqd.v1.PeerService.PeerRelease:output_type -> freqd.v1.ReleaseResponse
-	5,  // 60: freqd.v1.PeerService.PeerHolder:output_type -> freqd.v1.HolderResponse
-	23, // 61: freqd.v1.PeerService.PeerNote:output_type -> freqd.v1.PeerNoteResponse
-	28, // 62: freqd.v1.PeerService.Prepare:output_type -> freqd.v1.PrepareResponse
-	30, // 63: freqd.v1.PeerService.Fetch:output_type -> freqd.v1.FetchResponse
-	32, // 64: freqd.v1.PeerService.Install:output_type -> freqd.v1.InstallResponse
-	34, // 65: freqd.v1.PeerService.Commit:output_type -> freqd.v1.CommitResponse
-	36, // 66: freqd.v1.PeerService.Append:output_type -> freqd.v1.AppendResponse
-	38, // 67: freqd.v1.PeerService.Partitions:output_type -> freqd.v1.PartitionsResponse
-	51, // [51:68] is the sub-list for method output_type
-	34, // [34:51] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	42, // 1: freqd.v1.ReleaseRequest.since:type_name -> google.protobuf.Timestamp
+	42, // 2: freqd.v1.HolderResponse.since:type_name -> google.protobuf.Timestamp
+	10, // 3: freqd.v1.StatusResponse.members:type_name -> freqd.v1.Member
+	9,  // 4: freqd.v1.StatusResponse.ranges:type_name -> freqd.v1.Range
+	8,  // 5: freqd.v1.StatusResponse.problems:type_name -> freqd.v1.PartitionProblem
+	13, // 6: freqd.v1.RingResponse.partitions:type_name -> freqd.v1.PartitionInfo
+	1,  // 7: freqd.v1.PeerAllocateResponse.grant:type_name -> freqd.v1.AllocateResponse
+	40, // 8: freqd.v1.PeerAllocateResponse.versions:type_name -> freqd.v1.PeerAllocateResponse.VersionsEntry
+	41, // 9: freqd.v1.PeerAllocateResponse.free:type_name -> freqd.v1.PeerAllocateResponse.FreeEntry
+	24, // 10: freqd.v1.Config.epoch:type_name -> freqd.v1.Epoch
+	25, // 11: freqd.v1.Config.members:type_name -> freqd.v1.ReplicaID
+	24, // 12: freqd.v1.PrepareRequest.epoch:type_name -> freqd.v1.Epoch
+	24, // 13: freqd.v1.PrepareResponse.highest:type_name -> freqd.v1.Epoch
+	25, // 14: freqd.v1.PrepareResponse.self:type_name -> freqd.v1.ReplicaID
+	26, // 15: freqd.v1.PrepareResponse.committed:type_name -> freqd.v1.Config
+	24, // 16: freqd.v1.PrepareResponse.state_epoch:type_name -> freqd.v1.Epoch
+	24, // 17: freqd.v1.FetchRequest.epoch:type_name -> freqd.v1.Epoch
+	24, // 18: freqd.v1.FetchResponse.state_epoch:type_name -> freqd.v1.Epoch
+	26, // 19: freqd.v1.InstallRequest.config:type_name -> freqd.v1.Config
+	25, // 20: freqd.v1.InstallRequest.to:type_name -> freqd.v1.ReplicaID
+	24, // 21: freqd.v1.InstallRequest.base_epoch:type_name -> freqd.v1.Epoch
+	24, // 22: freqd.v1.InstallResponse.highest:type_name -> freqd.v1.Epoch
+	26, // 23: freqd.v1.CommitRequest.config:type_name -> freqd.v1.Config
+	25, // 24: freqd.v1.CommitResponse.self:type_name -> freqd.v1.ReplicaID
+	24, // 25: freqd.v1.CommitResponse.highest:type_name -> freqd.v1.Epoch
+	24, // 26: freqd.v1.AppendRequest.epoch:type_name -> freqd.v1.Epoch
+	25, // 27: freqd.v1.AppendRequest.to:type_name -> freqd.v1.ReplicaID
+	24, // 28: freqd.v1.AppendResponse.highest:type_name -> freqd.v1.Epoch
+	25, // 29: freqd.v1.PartitionsResponse.self:type_name -> freqd.v1.ReplicaID
+	39, // 30: freqd.v1.PartitionsResponse.replicas:type_name -> freqd.v1.ReplicaState
+	24, // 31: freqd.v1.ReplicaState.promised:type_name -> freqd.v1.Epoch
+	26, // 32: freqd.v1.ReplicaState.committed:type_name -> freqd.v1.Config
+	26, // 33: freqd.v1.ReplicaState.accepted:type_name -> freqd.v1.Config
+	24, // 34: freqd.v1.ReplicaState.state_epoch:type_name -> freqd.v1.Epoch
+	0,  // 35: freqd.v1.FreqdService.Allocate:input_type -> freqd.v1.AllocateRequest
+	2,  // 36: freqd.v1.FreqdService.Release:input_type -> freqd.v1.ReleaseRequest
+	4,  // 37: freqd.v1.FreqdService.Holder:input_type -> freqd.v1.HolderRequest
+	6,  // 38: freqd.v1.FreqdService.Status:input_type -> freqd.v1.StatusRequest
+	11, // 39: freqd.v1.FreqdService.Ring:input_type -> freqd.v1.RingRequest
+	14, // 40: freqd.v1.FreqdService.Join:input_type -> freqd.v1.JoinRequest
+	16, // 41: freqd.v1.FreqdService.Leave:input_type -> freqd.v1.LeaveRequest
+	18, // 42: freqd.v1.PeerService.PeerAllocate:input_type -> freqd.v1.PeerAllocateRequest
+	20, // 43: freqd.v1.PeerService.PeerRelease:input_type -> freqd.v1.PeerReleaseRequest
+	21, // 44: freqd.v1.PeerService.PeerHolder:input_type -> freqd.v1.PeerHolderRequest
+	22, // 45: freqd.v1.PeerService.PeerNote:input_type -> freqd.v1.PeerNoteRequest
+	27, // 46: freqd.v1.PeerService.Prepare:input_type -> freqd.v1.PrepareRequest
+	29, // 47: freqd.v1.PeerService.Fetch:input_type -> freqd.v1.FetchRequest
+	31, // 48: freqd.v1.PeerService.Install:input_type -> freqd.v1.InstallRequest
+	33, // 49: freqd.v1.PeerService.Commit:input_type -> freqd.v1.CommitRequest
+	35, // 50: freqd.v1.PeerService.Append:input_type -> freqd.v1.AppendRequest
+	37, // 51: freqd.v1.PeerService.Partitions:input_type -> freqd.v1.PartitionsRequest
+	1,  // 52: freqd.v1.FreqdService.Allocate:output_type -> freqd.v1.AllocateResponse
+	3,  // 53: freqd.v1.FreqdService.Release:output_type -> freqd.v1.ReleaseResponse
+	5,  // 54: freqd.v1.FreqdService.Holder:output_type -> freqd.v1.HolderResponse
+	7,  // 55: freqd.v1.FreqdService.Status:output_type -> freqd.v1.StatusResponse
+	12, // 56: freqd.v1.FreqdService.Ring:output_type -> freqd.v1.RingResponse
+	15, // 57: freqd.v1.FreqdService.Join:output_type -> freqd.v1.JoinResponse
+	17, // 58: freqd.v1.FreqdService.Leave:output_type -> freqd.v1.LeaveResponse
+	19, // 59: freqd.v1.PeerService.PeerAllocate:output_type -> freqd.v1.PeerAllocateResponse
+	3,  // 60: freqd.v1.PeerService.PeerRelease:output_type -> freqd.v1.ReleaseResponse
+	5,  // 61: freqd.v1.PeerService.PeerHolder:output_type -> freqd.v1.HolderResponse
+	23, // 62: freqd.v1.PeerService.PeerNote:output_type -> freqd.v1.PeerNoteResponse
+	28, // 63: freqd.v1.PeerService.Prepare:output_type -> freqd.v1.PrepareResponse
+	30, // 64: freqd.v1.PeerService.Fetch:output_type -> freqd.v1.FetchResponse
+	32, // 65: freqd.v1.PeerService.Install:output_type -> freqd.v1.InstallResponse
+	34, // 66: freqd.v1.PeerService.Commit:output_type -> freqd.v1.CommitResponse
+	36, // 67: freqd.v1.PeerService.Append:output_type -> freqd.v1.AppendResponse
+	38, // 68: freqd.v1.PeerService.Partitions:output_type -> freqd.v1.PartitionsResponse
+	52, // [52:69] is the sub-list for method output_type
+	35, // [35:52] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_freqd_v1_freqd_proto_init() }
