@@ -24,7 +24,7 @@ type testCluster struct {
 	layout *pool.Layout
 	opts   clusterOpts
 
-	mu    sync.Mutex
+	mu      sync.Mutex
 	nodes   []*Node // guarded by mu; index i is node n{i+1}
 	crashed []*Node // guarded by mu
 	seeds   []string

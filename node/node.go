@@ -377,7 +377,7 @@ func (n *Node) peer(addr string) peerClient {
 	}
 	base := "http://" + addr
 	pc := peerClient{
-		api:  freqdv1connect.NewFreqdServiceClient(n.http, base),
+		api: freqdv1connect.NewFreqdServiceClient(n.http, base),
 		peer: freqdv1connect.NewPeerServiceClient(n.http, base, readLimitClient(transport.MaxPeerMessageBytes),
 			connect.WithInterceptors(transport.ClientDeadline())),
 	}
