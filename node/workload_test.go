@@ -30,7 +30,7 @@ type workload struct {
 	errs     []error // first few unexplained failures
 
 	heldMu sync.Mutex
-	held   map[string]map[uint32]bool // client -> acknowledged holdings
+	held   map[string]map[uint32]time.Time // client -> acknowledged holdings, with their grant times
 	// With tolerant set (faults are injected), calls that fail without
 	// effect are counted, not failures, and calls whose outcome is unknown
 	// are recorded as such. Guarded by heldMu: uncertain frequencies and
@@ -49,7 +49,7 @@ func newWorkload(t testing.TB, c *testCluster) *workload {
 			freqs = append(freqs, uint32(f))
 		}
 	}
-	return &workload{t: t, freqs: freqs, rec: freqmodel.NewRecorder(), held: make(map[string]map[uint32]bool),
+	return &workload{t: t, freqs: freqs, rec: freqmodel.NewRecorder(), held: make(map[string]map[uint32]time.Time),
 		uncertain: make(map[uint32]bool), uncertainAny: make(map[string]bool)}
 }
 
@@ -75,7 +75,7 @@ func (w *workload) run(ctx context.Context, addrs []string, clients, maxOps int,
 		id := fmt.Sprintf("c%d", i)
 		w.heldMu.Lock()
 		if w.held[id] == nil {
-			w.held[id] = make(map[uint32]bool)
+			w.held[id] = make(map[uint32]time.Time)
 		}
 		w.heldMu.Unlock()
 		wg.Add(1)
@@ -98,11 +98,19 @@ func (w *workload) mine(id string) []uint32 {
 	return out
 }
 
-func (w *workload) setHeld(id string, f uint32, on bool) {
+// since returns the grant time of id's acknowledged holding of f.
+func (w *workload) since(id string, f uint32) (time.Time, bool) {
+	w.heldMu.Lock()
+	defer w.heldMu.Unlock()
+	t, ok := w.held[id][f]
+	return t, ok
+}
+
+func (w *workload) setHeld(id string, f uint32, on bool, since time.Time) {
 	w.heldMu.Lock()
 	defer w.heldMu.Unlock()
 	if on {
-		w.held[id][f] = true
+		w.held[id][f] = since
 	} else {
 		delete(w.held[id], f)
 	}
@@ -138,17 +146,24 @@ func (w *workload) do(ctx context.Context, cl *client.Client, num int, in freqmo
 	start := time.Now()
 	var out freqmodel.Output
 	var err error
+	var since time.Time
 	switch in.Kind {
 	case freqmodel.Alloc:
 		var g client.Grant
 		g, err = cl.Allocate(cctx, in.Client)
-		out.Freq = g.Frequency
+		out.Freq, since = g.Frequency, g.Since
 	case freqmodel.AllocFreq:
 		var g client.Grant
 		g, err = cl.AllocateFrequency(cctx, in.Client, in.Freq)
-		out.Freq = g.Frequency
+		out.Freq, since = g.Frequency, g.Since
 	case freqmodel.Release:
-		err = cl.Release(cctx, in.Client, in.Freq)
+		// A holding of ours is released by naming its grant, so a late
+		// copy of the call cannot free a later grant (docs/replication.md).
+		if since, ok := w.since(in.Client, in.Freq); ok {
+			err = cl.ReleaseGrant(cctx, in.Client, client.Grant{Frequency: in.Freq, Since: since})
+		} else {
+			err = cl.Release(cctx, in.Client, in.Freq)
+		}
 	case freqmodel.Holder:
 		var h client.Holding
 		h, err = cl.Holder(cctx, in.Freq)
@@ -182,9 +197,9 @@ func (w *workload) do(ctx context.Context, cl *client.Client, num int, in freqmo
 	if res == freqmodel.OK {
 		switch in.Kind {
 		case freqmodel.Alloc, freqmodel.AllocFreq:
-			w.setHeld(in.Client, out.Freq, true)
+			w.setHeld(in.Client, out.Freq, true, since)
 		case freqmodel.Release:
-			w.setHeld(in.Client, in.Freq, false)
+			w.setHeld(in.Client, in.Freq, false, time.Time{})
 		}
 	}
 }
