@@ -159,6 +159,16 @@ func backoff(ctx context.Context, k int) bool {
 	}
 }
 
+// outcome is the error of a retried call that ends with err: if an earlier
+// attempt's outcome was unknown, so is the call's, whatever the last
+// attempt said (an Unavailable last attempt does not undo the first).
+func outcome(err error, unknown bool) error {
+	if unknown && !errors.Is(err, freqd.ErrOutcomeUnknown) {
+		return fmt.Errorf("an earlier attempt's outcome is unknown: %w; last attempt: %v", freqd.ErrOutcomeUnknown, err)
+	}
+	return err
+}
+
 // NewRequestID returns a random request id for AllocateWithID.
 func NewRequestID() string { return fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64()) }
 
@@ -183,6 +193,7 @@ func (c *Client) AllocateFrequency(ctx context.Context, clientID string, f uint3
 // Duplicate set) as long as the frequency is still held.
 func (c *Client) AllocateWithID(ctx context.Context, clientID, requestID string, freq *uint32) (Grant, error) {
 	req := &freqdv1.AllocateRequest{ClientId: clientID, RequestId: requestID, Frequency: freq}
+	unknown := false
 	for k := 1; ; k++ {
 		res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.AllocateResponse], error) {
 			return s.Allocate(ctx, connect.NewRequest(req))
@@ -191,8 +202,9 @@ func (c *Client) AllocateWithID(ctx context.Context, clientID, requestID string,
 			m := res.Msg
 			return Grant{Frequency: m.GetFrequency(), Since: m.GetSince().AsTime(), Partition: m.GetPartition(), Node: m.GetNode(), Duplicate: m.GetDuplicate()}, nil
 		}
+		unknown = unknown || transport.Unknown(err)
 		if !c.retry || requestID == "" || !retryable(err) || !backoff(ctx, k) {
-			return Grant{}, err
+			return Grant{}, outcome(err, unknown)
 		}
 	}
 }
@@ -248,7 +260,7 @@ func (c *Client) release(ctx context.Context, req *freqdv1.ReleaseRequest) (*fre
 			unknown = true
 		}
 		if !c.retry || !retryable(err) || !backoff(ctx, k) {
-			return nil, err
+			return nil, outcome(err, unknown)
 		}
 	}
 }

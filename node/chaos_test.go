@@ -44,7 +44,9 @@ import (
 // goroutine scheduling is not, so a rerun is close, not identical).
 // FREQD_CHAOS_LONG=1 runs many seeds for longer (FREQD_CHAOS_SEEDS seeds,
 // default 30, FREQD_CHAOS_DURATION of faults each, default 30s) and logs
-// the totals. FREQD_TEST_LOG=1 shows the nodes' logs.
+// the totals. FREQD_TEST_LOG=1 shows the nodes' logs, FREQD_CHAOS_TRACE=1
+// logs every change of every replica record, and FREQD_CHAOS_DUMP=<dir>
+// writes a history that fails the check to <dir>/chaos-<seed>.jsonl.
 
 // Cluster shape and timing of the chaos runs.
 const (
@@ -66,7 +68,6 @@ type chaosParams struct {
 	seeds        []uint64
 	faultsFor    time.Duration // length of the fault schedule per seed
 	checkTimeout time.Duration // porcupine budget; running out fails the test
-	long         bool
 }
 
 func chaosParamsFromEnv(t *testing.T) chaosParams {
@@ -76,7 +77,6 @@ func chaosParamsFromEnv(t *testing.T) chaosParams {
 		n = 1
 	}
 	if os.Getenv("FREQD_CHAOS_LONG") != "" {
-		p.long = true
 		p.faultsFor, p.checkTimeout, n = 30*time.Second, 180*time.Second, 30
 		if s := os.Getenv("FREQD_CHAOS_SEEDS"); s != "" {
 			v, err := strconv.Atoi(s)
@@ -581,14 +581,25 @@ func (r *chaosRun) waitSettled(d time.Duration) string {
 	}
 }
 
-// dumpRing logs what each node reports about the partitions.
+// dumpRing logs what one node reports about the partitions, and every
+// node's own record of each.
 func (r *chaosRun) dumpRing() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, n := range r.liveNodes() {
-		for _, p := range n.RingInfo(ctx).GetPartitions() {
-			r.t.Logf("%s sees partition %d: owner %s replicas %v holder %q config %v epoch %d/%s writable %v %s",
-				n.Name(), p.GetId(), p.GetOwner(), p.GetReplicas(), p.GetHolder(), p.GetConfig(), p.GetEpoch(), p.GetEpochNode(), p.GetWritable(), p.GetReason())
+	nodes := r.liveNodes()
+	if len(nodes) == 0 {
+		return
+	}
+	for _, p := range nodes[0].RingInfo(ctx).GetPartitions() {
+		r.t.Logf("%s sees partition %d: owner %s replicas %v holder %q config %v epoch %d/%s writable %v %s",
+			nodes[0].Name(), p.GetId(), p.GetOwner(), p.GetReplicas(), p.GetHolder(), p.GetConfig(), p.GetEpoch(), p.GetEpochNode(), p.GetWritable(), p.GetReason())
+	}
+	for _, n := range nodes {
+		for _, rec := range n.recs {
+			rec.mu.Lock()
+			s := fmt.Sprintf("role %v promised %v committed %v accepted %v state %v/%d reason %q", rec.role, rec.promised, rec.committed, rec.accepted.Epoch, rec.stateEpoch, rec.index, rec.reason)
+			rec.mu.Unlock()
+			r.t.Logf("  %s partition %d: %s", n.self, rec.id, s)
 		}
 	}
 }

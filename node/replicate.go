@@ -46,25 +46,33 @@ func (n *Node) becomePrimaryLocked(r *record, cfg Config) {
 // when the follower lacks the state (R3).
 func (n *Node) sendLoop(ctx context.Context, r *record, ps *primary, f *follower) {
 	backoff := time.Duration(0)
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
+	timer := time.NewTimer(n.opts.RebalanceInterval)
+	defer timer.Stop()
 	for {
+		// Idle, the sender still beats every RebalanceInterval: a primary
+		// deposed while it was cut off learns it from the follower's
+		// stale-epoch answer instead of believing itself primary until a
+		// client happens to call it.
+		wait := n.opts.RebalanceInterval
 		if backoff > 0 {
-			retry.Reset(backoff)
+			wait = backoff
 		}
+		timer.Reset(wait)
+		beat := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
-		case <-retry.C:
+		case <-timer.C:
+			beat = backoff == 0
 		}
-		if !retry.Stop() {
+		if !timer.Stop() {
 			select {
-			case <-retry.C:
+			case <-timer.C:
 			default:
 			}
 		}
-		ok := n.sendOnce(ctx, r, ps, f)
+		ok := n.sendOnce(ctx, r, ps, f, beat)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -78,16 +86,17 @@ func (n *Node) sendLoop(ctx context.Context, r *record, ps *primary, f *follower
 	}
 }
 
-// sendOnce brings f up to date once. It reports false if it must retry.
-func (n *Node) sendOnce(ctx context.Context, r *record, ps *primary, f *follower) bool {
-	for {
+// sendOnce brings f up to date once; with beat it sends an Append even if
+// there is nothing new (a heartbeat). It reports false if it must retry.
+func (n *Node) sendOnce(ctx context.Context, r *record, ps *primary, f *follower, beat bool) bool {
+	for first := true; ; first = false {
 		addr := n.addrOf(f.id.Name) // before r.mu: the view locks every record
 		r.mu.Lock()
 		if ps.stopped {
 			r.mu.Unlock()
 			return true
 		}
-		if f.match >= r.index && f.ackRound >= ps.round && !f.needInstall {
+		if f.match >= r.index && f.ackRound >= ps.round && !f.needInstall && !(beat && first) {
 			r.mu.Unlock()
 			return true
 		}

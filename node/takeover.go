@@ -90,6 +90,7 @@ func (n *Node) toTakeOver() []int {
 	}
 	r := n.ring.Load()
 	members := n.aliveMembers()
+	v := n.currentView()
 	now := time.Now()
 	var out []int
 	for id, rec := range n.recs {
@@ -101,7 +102,10 @@ func (n *Node) toTakeOver() []int {
 			continue
 		}
 		rec.mu.Lock()
-		done := rec.role == rolePrimary && rec.prim != nil && rec.prim.cfg.sameMembers(want)
+		done := rec.role == rolePrimary && rec.prim != nil && rec.prim.cfg.sameMembers(want) &&
+			// Gossip naming another primary with a newer epoch means we
+			// were deposed (while cut off, say) without hearing of it.
+			!(v.holder[id] != n.opts.Name && v.epoch[id] > rec.prim.cfg.Epoch.Term)
 		rec.mu.Unlock()
 		if done {
 			continue

@@ -110,6 +110,10 @@ func Classify(err error) (r Result, ok bool) {
 	switch {
 	case err == nil:
 		return OK, true
+	case errors.Is(err, freqd.ErrOutcomeUnknown):
+		// Checked first: such an error may also wrap a definite answer of
+		// a later attempt, which does not tell what the first one did.
+		return 0, false
 	case errors.Is(err, freqd.ErrNoFrequency):
 		return Exhausted, true
 	case errors.Is(err, freqd.ErrAlreadyHeld):
