@@ -11,10 +11,13 @@ import (
 
 // Epoch numbers a partition's configurations (docs/replication.md). Epochs
 // are ordered by Term, then by Node, the name of the node that minted it,
-// so two takeovers never share an epoch.
+// then by that node's Incarnation: a node that restarted without its state
+// does not know which terms its previous incarnation used, and must never
+// mint an epoch equal to one of them.
 type Epoch struct {
-	Term uint64
-	Node string
+	Term        uint64
+	Node        string
+	Incarnation uint64
 }
 
 // Compare orders epochs: -1 if e is older than o, 0 if equal, +1 if newer.
@@ -22,11 +25,14 @@ func (e Epoch) Compare(o Epoch) int {
 	if c := cmp.Compare(e.Term, o.Term); c != 0 {
 		return c
 	}
-	return strings.Compare(e.Node, o.Node)
+	if c := strings.Compare(e.Node, o.Node); c != 0 {
+		return c
+	}
+	return cmp.Compare(e.Incarnation, o.Incarnation)
 }
 
 // IsZero reports whether e is the zero epoch (older than every real one).
-func (e Epoch) IsZero() bool { return e.Term == 0 && e.Node == "" }
+func (e Epoch) IsZero() bool { return e == Epoch{} }
 
 func (e Epoch) String() string { return fmt.Sprintf("%d/%s", e.Term, e.Node) }
 
@@ -92,9 +98,13 @@ func (c Config) memberNames() []string {
 	return out
 }
 
-func epochToPB(e Epoch) *freqdv1.Epoch { return &freqdv1.Epoch{Term: e.Term, Node: e.Node} }
+func epochToPB(e Epoch) *freqdv1.Epoch {
+	return &freqdv1.Epoch{Term: e.Term, Node: e.Node, Incarnation: e.Incarnation}
+}
 
-func epochFromPB(e *freqdv1.Epoch) Epoch { return Epoch{Term: e.GetTerm(), Node: e.GetNode()} }
+func epochFromPB(e *freqdv1.Epoch) Epoch {
+	return Epoch{Term: e.GetTerm(), Node: e.GetNode(), Incarnation: e.GetIncarnation()}
+}
 
 func replicaToPB(r ReplicaID) *freqdv1.ReplicaID {
 	return &freqdv1.ReplicaID{Name: r.Name, Incarnation: r.Incarnation}

@@ -146,7 +146,7 @@ func (n *Node) bootstrapStep() (bool, error) {
 		return false, nil
 	}
 	// B1: every partition empty, committed in ((1, self), [self]).
-	c1 := Config{Epoch: Epoch{Term: 1, Node: n.opts.Name}, Members: []ReplicaID{n.self}}
+	c1 := Config{Epoch: Epoch{Term: 1, Node: n.opts.Name, Incarnation: n.self.Incarnation}, Members: []ReplicaID{n.self}}
 	for _, r := range n.recs {
 		r.mu.Lock()
 		r.promised, r.committed, r.accepted = c1.Epoch, c1, c1

@@ -184,7 +184,8 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 	r.mu.Lock()
 	term := max(r.promised.Term, n.maxTerm.Load()) + 1
 	r.mu.Unlock()
-	e := Epoch{Term: term, Node: n.opts.Name}
+	e := Epoch{Term: term, Node: n.opts.Name, Incarnation: n.self.Incarnation}
+	n.seeTerm(term) // a retry after a failure uses a new epoch
 
 	// T2: prepare the current primary first (it steps down gracefully),
 	// then everyone else alive.

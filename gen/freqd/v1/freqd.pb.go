@@ -1646,11 +1646,14 @@ func (*PeerNoteResponse) Descriptor() ([]byte, []int) {
 	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{23}
 }
 
-// Epoch orders configurations: by term, then by node name.
+// Epoch orders configurations: by term, then by the name of the node that
+// minted it, then by that node's incarnation (a restarted node never
+// repeats an epoch of its previous incarnation).
 type Epoch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
 	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1697,6 +1700,13 @@ func (x *Epoch) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *Epoch) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // ReplicaID names one incarnation of a node.
@@ -2882,10 +2892,11 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06target\x18\x04 \x01(\rR\x06target\x12\x12\n" +
 	"\x04from\x18\x05 \x01(\tR\x04from\"\x12\n" +
-	"\x10PeerNoteResponse\"/\n" +
+	"\x10PeerNoteResponse\"Q\n" +
 	"\x05Epoch\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"A\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"A\n" +
 	"\tReplicaID\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"^\n" +
