@@ -15,8 +15,9 @@ import (
 // asks who holds it, and releases it. It needs running nodes, so it is
 // compiled but not run by go test.
 func Example() {
-	// Any node answers any request; the client moves on to the next
-	// address only when a node cannot be reached at all.
+	// Any node answers any request. Allocate carries a random request id
+	// and is retried with it (on another node, after a failover) until ctx
+	// ends, so it never grants twice.
 	c, err := client.New([]string{"127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"})
 	if err != nil {
 		log.Fatal(err)
@@ -31,6 +32,9 @@ func Example() {
 		return
 	case errors.Is(err, freqd.ErrUnavailable):
 		fmt.Println("part of the pool is unreachable; try again later:", err)
+		return
+	case errors.Is(err, freqd.ErrOutcomeUnknown):
+		fmt.Println("no answer before the deadline; a grant may exist:", err)
 		return
 	case err != nil:
 		log.Fatal(err)
@@ -47,7 +51,9 @@ func Example() {
 	err = c.Release(ctx, "radio-8", g.Frequency)
 	fmt.Println("radio-8 releases it:", errors.Is(err, freqd.ErrNotHolder))
 
-	if err := c.Release(ctx, "radio-7", g.Frequency); err != nil {
+	// ReleaseGrant names the grant, so not even a delayed copy of this
+	// call can free a later grant of the same frequency.
+	if err := c.ReleaseGrant(ctx, "radio-7", g); err != nil {
 		log.Fatal(err)
 	}
 	// A second release changes nothing and says why.
