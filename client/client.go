@@ -125,11 +125,13 @@ func call[T any](ctx context.Context, c *Client, fn func(freqdv1connect.FreqdSer
 			return res, nil
 		}
 		if !transport.NotSent(err) || ctx.Err() != nil {
-			if i > 0 || !transport.Answered(transport.FromWire(err)) {
-				// Start the next call elsewhere if this node failed.
-				c.next.Store(uint64(idx + 1))
+			err = transport.FromWire(err)
+			next := idx // it answered: keep using it
+			if !transport.Answered(err) {
+				next = idx + 1 // it failed mid-call: start the next call elsewhere
 			}
-			return nil, transport.FromWire(err)
+			c.next.Store(uint64(next))
+			return nil, err
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", c.addrs[idx], err))
 	}

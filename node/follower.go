@@ -69,13 +69,17 @@ func (n *Node) prepare(r *record, e Epoch) *freqdv1.PrepareResponse {
 			r.role = rolePrimary
 		}
 	}
-	out := &freqdv1.PrepareResponse{Self: replicaToPB(n.self)}
-	if e.Compare(r.promised) >= 0 {
+	ok := e.Compare(r.promised) >= 0
+	if ok {
 		r.promiseLocked(e)
-		out.Promised = true
 	}
-	out.Highest = epochToPB(r.promised)
-	out.Committed = configToPB(r.committed)
+	return n.prepareAnswerLocked(r, ok)
+}
+
+// prepareAnswerLocked is a replica's answer to Prepare: whether it promised,
+// its promise, committed configuration and state position. Caller holds mu.
+func (n *Node) prepareAnswerLocked(r *record, promised bool) *freqdv1.PrepareResponse {
+	out := &freqdv1.PrepareResponse{Self: replicaToPB(n.self), Promised: promised, Highest: epochToPB(r.promised), Committed: configToPB(r.committed)}
 	if r.p != nil {
 		out.HasState, out.StateEpoch, out.Index = true, epochToPB(r.stateEpoch), r.index
 	}
@@ -86,12 +90,7 @@ func (n *Node) prepare(r *record, e Epoch) *freqdv1.PrepareResponse {
 func (n *Node) peek(r *record, e Epoch) *freqdv1.PrepareResponse {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := &freqdv1.PrepareResponse{Self: replicaToPB(n.self), Promised: e.Compare(r.promised) >= 0, Highest: epochToPB(r.promised)}
-	out.Committed = configToPB(r.committed)
-	if r.p != nil {
-		out.HasState, out.StateEpoch, out.Index = true, epochToPB(r.stateEpoch), r.index
-	}
-	return out
+	return n.prepareAnswerLocked(r, e.Compare(r.promised) >= 0)
 }
 
 // fetch returns the state of a replica that promised e (rule T4).

@@ -150,8 +150,8 @@ func (ps *primary) confirmed(round uint64) bool {
 	return k >= ps.wq
 }
 
-// advance recomputes the commit index from the followers' matches and
-// trims the log; it reports whether anything moved. Caller holds mu.
+// advance recomputes the commit index from the followers' matches, trims
+// the log and wakes the waiters. Caller holds mu.
 func (r *record) advance(now time.Time) {
 	ps := r.prim
 	matches := make([]uint64, 0, len(ps.followers)+1)

@@ -5,10 +5,8 @@ import (
 	"slices"
 	"time"
 
-	"connectrpc.com/connect"
-
 	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
-	"github.com/freqd/freqd/transport"
+	"github.com/freqd/freqd/gen/freqd/v1/freqdv1connect"
 )
 
 // becomePrimaryLocked makes this node the primary of r in cfg, whose state
@@ -116,11 +114,9 @@ func (n *Node) sendOnce(ctx context.Context, r *record, ps *primary, f *follower
 		epoch, id := ps.cfg.Epoch, r.id
 		r.mu.Unlock()
 
-		cctx, cancel := context.WithTimeout(ctx, n.opts.RPCTimeout)
-		res, err := n.peer(addr).peer.Append(cctx, connect.NewRequest(&freqdv1.AppendRequest{
+		m, err := peerCall(ctx, n, addr, n.opts.RPCTimeout, freqdv1connect.PeerServiceClient.Append, &freqdv1.AppendRequest{
 			Partition: uint32(id), Epoch: epochToPB(epoch), To: replicaToPB(f.id), PrevIndex: prev, Commands: cmds,
-		}))
-		cancel()
+		})
 
 		r.mu.Lock()
 		if ps.stopped {
@@ -128,11 +124,10 @@ func (n *Node) sendOnce(ctx context.Context, r *record, ps *primary, f *follower
 			return true
 		}
 		if err != nil {
-			f.lastErr = transport.FromWire(err).Error()
+			f.lastErr = err.Error()
 			r.mu.Unlock()
 			return false
 		}
-		m := res.Msg
 		switch {
 		case m.GetStale():
 			n.log.Info("follower promised a newer epoch; stepping down", "partition", r.id, "follower", f.id, "epoch", epoch, "newer", epochFromPB(m.GetHighest()))
@@ -180,12 +175,10 @@ func (n *Node) sendInstall(ctx context.Context, r *record, ps *primary, f *follo
 	idx, round, cfg := r.index, ps.round, ps.cfg
 	r.mu.Unlock()
 
-	cctx, cancel := context.WithTimeout(ctx, 4*n.opts.RPCTimeout)
-	res, err := n.peer(addr).peer.Install(cctx, connect.NewRequest(&freqdv1.InstallRequest{
+	res, err := peerCall(ctx, n, addr, 4*n.opts.RPCTimeout, freqdv1connect.PeerServiceClient.Install, &freqdv1.InstallRequest{
 		Partition: uint32(r.id), Config: configToPB(cfg), To: replicaToPB(f.id),
 		Snapshot: snap, Index: idx, Committed: true, From: n.opts.Name,
-	}))
-	cancel()
+	})
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -193,12 +186,12 @@ func (n *Node) sendInstall(ctx context.Context, r *record, ps *primary, f *follo
 		return true
 	}
 	if err != nil {
-		f.lastErr = transport.FromWire(err).Error()
+		f.lastErr = err.Error()
 		return false
 	}
-	if res.Msg.GetStale() {
-		n.log.Info("follower promised a newer epoch; stepping down", "partition", r.id, "follower", f.id, "newer", epochFromPB(res.Msg.GetHighest()))
-		r.promiseLocked(epochFromPB(res.Msg.GetHighest()))
+	if res.GetStale() {
+		n.log.Info("follower promised a newer epoch; stepping down", "partition", r.id, "follower", f.id, "newer", epochFromPB(res.GetHighest()))
+		r.promiseLocked(epochFromPB(res.GetHighest()))
 		r.stopPrimary()
 		return true
 	}

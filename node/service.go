@@ -233,8 +233,11 @@ func (p *peerService) PeerNote(ctx context.Context, req *connect.Request[freqdv1
 	if err := freqd.ValidateClientID(m.GetClientId()); err != nil {
 		return nil, peerWire(err)
 	}
-	if err := freqd.ValidateRequestID(m.GetRequestId()); err != nil || m.GetRequestId() == "" {
-		return nil, peerWire(fmt.Errorf("peer note: request id: %w", cmpErr(err)))
+	if m.GetRequestId() == "" {
+		return nil, peerWire(fmt.Errorf("peer note: empty request id: %w", freqd.ErrInvalidArgument))
+	}
+	if err := freqd.ValidateRequestID(m.GetRequestId()); err != nil {
+		return nil, peerWire(fmt.Errorf("peer note: %w", err))
 	}
 	if int(m.GetTarget()) >= n.layout.Partitions() {
 		return nil, peerWire(fmt.Errorf("peer note: target partition %d is not in a pool of %d: %w", m.GetTarget(), n.layout.Partitions(), freqd.ErrInvalidArgument))
@@ -247,13 +250,6 @@ func (p *peerService) PeerNote(ctx context.Context, req *connect.Request[freqdv1
 		return nil, peerWire(err)
 	}
 	return connect.NewResponse(&freqdv1.PeerNoteResponse{}), nil
-}
-
-func cmpErr(err error) error {
-	if err != nil {
-		return err
-	}
-	return fmt.Errorf("empty: %w", freqd.ErrInvalidArgument)
 }
 
 func (p *peerService) Prepare(ctx context.Context, req *connect.Request[freqdv1.PrepareRequest]) (*connect.Response[freqdv1.PrepareResponse], error) {
@@ -384,16 +380,14 @@ func (n *Node) clusterView(ctx context.Context) ([]partitionView, bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, statusTimeout)
-			defer cancel()
-			res, err := n.peer(addr).peer.Partitions(cctx, connect.NewRequest(&freqdv1.PartitionsRequest{}))
+			res, err := peerCall(ctx, n, addr, statusTimeout, freqdv1connect.PeerServiceClient.Partitions, &freqdv1.PartitionsRequest{})
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				exact = false
 				return
 			}
-			answers = append(answers, answer{name, res.Msg})
+			answers = append(answers, answer{name, res})
 		}()
 	}
 	wg.Wait()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/freqd/freqd"
 	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
+	"github.com/freqd/freqd/gen/freqd/v1/freqdv1connect"
 	"github.com/freqd/freqd/membership"
 	"github.com/freqd/freqd/partition"
 	"github.com/freqd/freqd/transport"
@@ -187,36 +188,7 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 	e := Epoch{Term: term, Node: n.opts.Name, Incarnation: n.self.Incarnation}
 	n.seeTerm(term) // a retry after a failure uses a new epoch
 
-	// T2: prepare the current primary first (it steps down gracefully),
-	// then everyone else alive.
-	var answers []prepared
-	current := n.currentView().holder[id]
-	peers := make(map[string]string) // name -> API address
-	for name, m := range members {
-		if name != n.opts.Name && m.Meta.APIAddr != "" && m.Meta.Fingerprint == n.layout.Fingerprint() {
-			peers[name] = m.Meta.APIAddr
-		}
-	}
-	if addr, ok := peers[current]; ok {
-		if a, err := n.callPrepare(ctx, id, e, addr); err == nil {
-			answers = append(answers, a)
-		}
-		delete(peers, current)
-	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, addr := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if a, err := n.callPrepare(ctx, id, e, addr); err == nil {
-				mu.Lock()
-				answers = append(answers, a)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	answers := n.prepareOthers(ctx, id, e, members)
 	// Promise locally only if the others' answers leave a quorum possible:
 	// a node cut off in a minority then fails here without raising its own
 	// promise, so it does not come back from the cut with an inflated epoch
@@ -249,13 +221,8 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 	var snap []byte
 	var p *partition.Partition
 	if best.addr != "" {
-		res, err := rpc(n, ctx, best.addr, func(ctx context.Context, pc peerClient) (*freqdv1.FetchResponse, error) {
-			out, err := pc.peer.Fetch(ctx, connect.NewRequest(&freqdv1.FetchRequest{Partition: uint32(id), Epoch: epochToPB(e), From: n.opts.Name}))
-			if err != nil {
-				return nil, err
-			}
-			return out.Msg, nil
-		})
+		res, err := peerCall(ctx, n, best.addr, n.opts.RPCTimeout, freqdv1connect.PeerServiceClient.Fetch,
+			&freqdv1.FetchRequest{Partition: uint32(id), Epoch: epochToPB(e), From: n.opts.Name})
 		if err != nil {
 			return fmt.Errorf("partition %d: fetch the newest state from %v: %w", id, best.id, err)
 		}
@@ -287,92 +254,14 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 			return fmt.Errorf("partition %d: snapshot: %w", id, err)
 		}
 	}
-	installed := []ReplicaID{n.self}
-	for _, m := range want[1:] {
-		addr := members[m.Name].Meta.APIAddr
-		var have position
-		for _, a := range answers {
-			if a.id == m && a.res.GetPromised() && a.res.GetHasState() {
-				have = position{epochFromPB(a.res.GetStateEpoch()), a.res.GetIndex()}
-			}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req := &freqdv1.InstallRequest{
-				Partition: uint32(id), Config: configToPB(cfg), To: replicaToPB(m),
-				Index: bestPos.index, BaseEpoch: epochToPB(bestPos.epoch), From: n.opts.Name,
-			}
-			if have != bestPos {
-				req.Snapshot = snap
-			}
-			res, err := rpc(n, ctx, addr, func(ctx context.Context, pc peerClient) (*freqdv1.InstallResponse, error) {
-				out, err := pc.peer.Install(ctx, connect.NewRequest(req))
-				if err != nil {
-					return nil, err
-				}
-				return out.Msg, nil
-			})
-			if err != nil || res.GetStale() {
-				return
-			}
-			mu.Lock()
-			installed = append(installed, m)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	installed := n.installOthers(ctx, id, cfg, members, answers, bestPos, snap)
 	if len(installed) < cfg.Majority() {
 		return fmt.Errorf("partition %d (%s): state installed on %d of the %d replicas needed of %v: %w", id, n.spanString(id), len(installed), cfg.Majority(), cfg, freqd.ErrUnavailable)
 	}
 
 	// T6: commit, acknowledged by a majority of the last configuration.
-	acks := 0
-	var overtaken Epoch
-	commitPB := configToPB(cfg)
-	for name, m := range members {
-		if name == n.opts.Name || m.Meta.APIAddr == "" {
-			continue
-		}
-		addr := m.Meta.APIAddr
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := rpc(n, ctx, addr, func(ctx context.Context, pc peerClient) (*freqdv1.CommitResponse, error) {
-				out, err := pc.peer.Commit(ctx, connect.NewRequest(&freqdv1.CommitRequest{Partition: uint32(id), Config: commitPB, From: n.opts.Name}))
-				if err != nil {
-					return nil, err
-				}
-				return out.Msg, nil
-			})
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if !res.GetOk() {
-				if h := epochFromPB(res.GetHighest()); h.Compare(overtaken) > 0 {
-					overtaken = h
-				}
-				return
-			}
-			if cstar.Has(replicaFromPB(res.GetSelf())) {
-				acks++
-			}
-		}()
-	}
-	committed := n.commit(r, cfg)
-	wg.Wait()
-	if !committed.GetOk() {
-		overtaken = epochFromPB(committed.GetHighest())
-	} else if cstar.Has(n.self) {
-		acks++
-	}
-	if !overtaken.IsZero() {
-		return fmt.Errorf("partition %d: epoch %v overtaken by %v during commit", id, e, overtaken)
-	}
-	if acks < cstar.Majority() {
-		return fmt.Errorf("partition %d (%s): commit of %v acknowledged by %d of the %d replicas needed of %v: %w", id, n.spanString(id), cfg, acks, cstar.Majority(), cstar, freqd.ErrUnavailable)
+	if err := n.commitAll(ctx, r, cfg, cstar, members); err != nil {
+		return err
 	}
 
 	r.mu.Lock()
@@ -385,6 +274,120 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 		if slices.Contains(installed, f.id) {
 			f.needInstall, f.match = false, r.index
 		}
+	}
+	return nil
+}
+
+// prepareOthers sends Prepare(e) for partition id to every other live node
+// of our pool (T2): first to the primary gossip names, which steps down
+// gracefully, then to the rest at once. It returns the answers it got.
+func (n *Node) prepareOthers(ctx context.Context, id int, e Epoch, members map[string]membership.Member) []prepared {
+	var answers []prepared
+	peers := make(map[string]string) // name -> API address
+	for name, m := range members {
+		if name != n.opts.Name && m.Meta.APIAddr != "" && m.Meta.Fingerprint == n.layout.Fingerprint() {
+			peers[name] = m.Meta.APIAddr
+		}
+	}
+	current := n.currentView().holder[id]
+	if addr, ok := peers[current]; ok {
+		if a, err := n.callPrepare(ctx, id, e, addr); err == nil {
+			answers = append(answers, a)
+		}
+		delete(peers, current)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, addr := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if a, err := n.callPrepare(ctx, id, e, addr); err == nil {
+				mu.Lock()
+				answers = append(answers, a)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return answers
+}
+
+// installOthers installs the state at pos on cfg's members other than us
+// (T5), sending snap only to those that do not hold exactly pos already.
+// It returns the members that hold it now, ourselves first.
+func (n *Node) installOthers(ctx context.Context, id int, cfg Config, members map[string]membership.Member, answers []prepared, pos position, snap []byte) []ReplicaID {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	installed := []ReplicaID{n.self}
+	for _, m := range cfg.Members[1:] {
+		req := &freqdv1.InstallRequest{
+			Partition: uint32(id), Config: configToPB(cfg), To: replicaToPB(m),
+			Snapshot: snap, Index: pos.index, BaseEpoch: epochToPB(pos.epoch), From: n.opts.Name,
+		}
+		for _, a := range answers {
+			if a.id == m && a.res.GetPromised() && a.res.GetHasState() && (position{epochFromPB(a.res.GetStateEpoch()), a.res.GetIndex()}) == pos {
+				req.Snapshot = nil
+			}
+		}
+		addr := members[m.Name].Meta.APIAddr
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := peerCall(ctx, n, addr, n.opts.RPCTimeout, freqdv1connect.PeerServiceClient.Install, req)
+			if err != nil || res.GetStale() {
+				return
+			}
+			mu.Lock()
+			installed = append(installed, m)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return installed
+}
+
+// commitAll tells every live node that cfg is committed (T6) and checks
+// that a majority of cstar, the configuration it replaces, recorded it.
+func (n *Node) commitAll(ctx context.Context, r *record, cfg, cstar Config, members map[string]membership.Member) error {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	acks := 0
+	var overtaken Epoch
+	req := &freqdv1.CommitRequest{Partition: uint32(r.id), Config: configToPB(cfg), From: n.opts.Name}
+	note := func(res *freqdv1.CommitResponse) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !res.GetOk() {
+			if h := epochFromPB(res.GetHighest()); h.Compare(overtaken) > 0 {
+				overtaken = h
+			}
+			return
+		}
+		if cstar.Has(replicaFromPB(res.GetSelf())) {
+			acks++
+		}
+	}
+	for name, m := range members {
+		if name == n.opts.Name || m.Meta.APIAddr == "" {
+			continue
+		}
+		addr := m.Meta.APIAddr
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if res, err := peerCall(ctx, n, addr, n.opts.RPCTimeout, freqdv1connect.PeerServiceClient.Commit, req); err == nil {
+				note(res)
+			}
+		}()
+	}
+	note(n.commit(r, cfg))
+	wg.Wait()
+	if !overtaken.IsZero() {
+		return fmt.Errorf("partition %d: epoch %v overtaken by %v during commit", r.id, cfg.Epoch, overtaken)
+	}
+	if acks < cstar.Majority() {
+		return fmt.Errorf("partition %d (%s): commit of %v acknowledged by %d of the %d replicas needed of %v: %w", r.id, n.spanString(r.id), cfg, acks, cstar.Majority(), cstar, freqd.ErrUnavailable)
 	}
 	return nil
 }
@@ -432,32 +435,29 @@ func (n *Node) judge(id int, e Epoch, answers []prepared) (Config, error) {
 	return cstar, nil
 }
 
-// callPrepare sends Prepare(e) for partition id to the node at addr.
+// callPrepare sends Prepare(e) for partition id to the node at addr. A
+// stepping-down primary answers only after its in-flight commands commit,
+// so the call may take stepDownWait longer than others.
 func (n *Node) callPrepare(ctx context.Context, id int, e Epoch, addr string) (prepared, error) {
-	res, err := rpc(n, ctx, addr, func(ctx context.Context, pc peerClient) (*freqdv1.PrepareResponse, error) {
-		out, err := pc.peer.Prepare(ctx, connect.NewRequest(&freqdv1.PrepareRequest{Partition: uint32(id), Epoch: epochToPB(e), From: n.opts.Name}))
-		if err != nil {
-			return nil, err
-		}
-		return out.Msg, nil
-	})
+	res, err := peerCall(ctx, n, addr, n.opts.RPCTimeout+stepDownWait, freqdv1connect.PeerServiceClient.Prepare,
+		&freqdv1.PrepareRequest{Partition: uint32(id), Epoch: epochToPB(e), From: n.opts.Name})
 	if err != nil {
 		return prepared{}, err
 	}
 	return prepared{id: replicaFromPB(res.GetSelf()), addr: addr, res: res}, nil
 }
 
-// rpc calls fn on the peer at addr with the RPC timeout (stepDownWait more
-// for a Prepare that may wait for a stepping-down primary), decoding errors.
-func rpc[T any](n *Node, ctx context.Context, addr string, fn func(context.Context, peerClient) (T, error)) (T, error) {
-	cctx, cancel := context.WithTimeout(ctx, n.opts.RPCTimeout+stepDownWait)
+// peerCall calls one PeerService method on the node at addr within d and
+// returns its answer, with errors decoded (transport.FromWire).
+func peerCall[Req, Res any](ctx context.Context, n *Node, addr string, d time.Duration,
+	method func(freqdv1connect.PeerServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Res], error), req *Req) (*Res, error) {
+	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	out, err := fn(cctx, n.peer(addr))
+	out, err := method(n.peer(addr).peer, cctx, connect.NewRequest(req))
 	if err != nil {
-		var zero T
-		return zero, transport.FromWire(err)
+		return nil, transport.FromWire(err)
 	}
-	return out, nil
+	return out.Msg, nil
 }
 
 // seeTerm remembers the highest epoch term seen, so the next takeover

@@ -424,32 +424,37 @@ func checkRing(r *freqdv1.RingResponse, members []string) error {
 			}
 			covered[f] = true
 		}
-		reps := p.GetReplicas()
-		if p.GetOwner() == "" || p.GetHolder() == "" || len(reps) != want {
-			return fmt.Errorf("partition %d: owner %q holder %q replicas %v; want %d replicas", i, p.GetOwner(), p.GetHolder(), reps, want)
-		}
-		if reps[0] != p.GetOwner() || p.GetHolder() != p.GetOwner() {
-			return fmt.Errorf("partition %d: owner %q holder %q replicas %v; want the owner first and holding it", i, p.GetOwner(), p.GetHolder(), reps)
-		}
-		for j, name := range reps {
-			if !slices.Contains(members, name) || slices.Contains(reps[:j], name) {
-				return fmt.Errorf("partition %d: replicas %v; want distinct members of %v", i, reps, members)
-			}
-		}
-		// The configuration is the ring's replicas (as name#incarnation),
-		// with an epoch, and writable.
-		var cfg []string
-		for _, m := range p.GetConfig() {
-			name, _, _ := strings.Cut(m, "#")
-			cfg = append(cfg, name)
-		}
-		if !slices.Equal(cfg, reps) || p.GetEpoch() == 0 || p.GetEpochNode() == "" || !p.GetWritable() {
-			return fmt.Errorf("partition %d: config %v epoch %d/%s writable %v (%s); want the ring replicas %v, an epoch, writable",
-				i, p.GetConfig(), p.GetEpoch(), p.GetEpochNode(), p.GetWritable(), p.GetReason(), reps)
+		if err := checkPartitionConfig(p, members, want); err != nil {
+			return fmt.Errorf("partition %d: %w", i, err)
 		}
 	}
 	if len(covered) != 12 {
 		return fmt.Errorf("partitions cover %d frequencies, want 12", len(covered))
+	}
+	return nil
+}
+
+// checkPartitionConfig checks one partition of a settled ring: held by its
+// owner, with want distinct replicas from members starting with the owner,
+// and a writable configuration (with an epoch) equal to those replicas.
+func checkPartitionConfig(p *freqdv1.PartitionInfo, members []string, want int) error {
+	reps := p.GetReplicas()
+	if p.GetOwner() == "" || p.GetHolder() != p.GetOwner() || len(reps) != want || reps[0] != p.GetOwner() {
+		return fmt.Errorf("owner %q holder %q replicas %v; want %d replicas, the owner first and holding it", p.GetOwner(), p.GetHolder(), reps, want)
+	}
+	for j, name := range reps {
+		if !slices.Contains(members, name) || slices.Contains(reps[:j], name) {
+			return fmt.Errorf("replicas %v; want distinct members of %v", reps, members)
+		}
+	}
+	var cfg []string
+	for _, m := range p.GetConfig() {
+		name, _, _ := strings.Cut(m, "#")
+		cfg = append(cfg, name)
+	}
+	if !slices.Equal(cfg, reps) || p.GetEpoch() == 0 || p.GetEpochNode() == "" || !p.GetWritable() {
+		return fmt.Errorf("config %v epoch %d/%s writable %v (%s); want the ring replicas %v, an epoch, writable",
+			p.GetConfig(), p.GetEpoch(), p.GetEpochNode(), p.GetWritable(), p.GetReason(), reps)
 	}
 	return nil
 }

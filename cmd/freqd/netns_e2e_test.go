@@ -816,23 +816,8 @@ func nsCheckRing(r *freqdv1.RingResponse, members []string) error {
 			return fmt.Errorf("partition %d: id %d range %d-%d; want ids in order covering %d-%d", i, p.GetId(), p.GetFirst(), p.GetLast(), nsPoolFirst, nsPoolLast)
 		}
 		next = p.GetLast() + 1
-		reps := p.GetReplicas()
-		if p.GetOwner() == "" || p.GetHolder() != p.GetOwner() || len(reps) != want || reps[0] != p.GetOwner() {
-			return fmt.Errorf("partition %d: owner %q holder %q replicas %v; want %d replicas, the owner first and holding it", i, p.GetOwner(), p.GetHolder(), reps, want)
-		}
-		for j, name := range reps {
-			if !slices.Contains(members, name) || slices.Contains(reps[:j], name) {
-				return fmt.Errorf("partition %d: replicas %v; want distinct members of %v", i, reps, members)
-			}
-		}
-		var cfg []string
-		for _, m := range p.GetConfig() {
-			name, _, _ := strings.Cut(m, "#")
-			cfg = append(cfg, name)
-		}
-		if !slices.Equal(cfg, reps) || p.GetEpoch() == 0 || !p.GetWritable() {
-			return fmt.Errorf("partition %d: config %v epoch %d/%s writable %v (%s); want the ring replicas %v, an epoch, writable",
-				i, p.GetConfig(), p.GetEpoch(), p.GetEpochNode(), p.GetWritable(), p.GetReason(), reps)
+		if err := checkPartitionConfig(p, members, want); err != nil {
+			return fmt.Errorf("partition %d: %w", i, err)
 		}
 	}
 	if next != nsPoolLast+1 {
