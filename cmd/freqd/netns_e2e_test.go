@@ -228,6 +228,30 @@ func TestNetnsPartition(t *testing.T) {
 			majority = append(majority, n)
 		}
 	}
+	// Any-frequency allocations may all have landed in the cut-off node's
+	// partitions; make sure the releases below have holdings elsewhere.
+	outside := 0
+	for f := range acked {
+		if p := nsPartitionOf(ring, f); p != nil && p.GetHolder() != cut.name {
+			outside++
+		}
+	}
+	for _, p := range ring.GetPartitions() {
+		if outside >= nsReleases || p.GetHolder() == cut.name {
+			continue
+		}
+		f, ok := nsFreeIn(p, acked, nil)
+		if !ok {
+			t.Fatalf("partition %d has no frequency left for set A", p.GetId())
+		}
+		id := fmt.Sprintf("a-p%d", p.GetId())
+		r := c.mustCall(c.nodes[0], []string{c.nodes[0].api}, nsAlloc(id, &f, true))[0]
+		if r.Kind != nsOK || r.Grant.Frequency != f {
+			t.Fatalf("allocation of %d through %s before the cut: %v", f, c.nodes[0].name, r)
+		}
+		addAcked(r.Grant, id)
+		outside++
+	}
 	targets := nsMinorityTargets(ring, acked)
 	// rels are releases of allocations of A in partitions the cut-off node
 	// is not primary of: their holders ask the cut-off node to release
