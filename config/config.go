@@ -68,7 +68,21 @@ type Node struct {
 	Name string
 	// DataDir holds the node's persistent state; never empty (node.data_dir).
 	DataDir string
+	// Fsync is when the data directory is fsynced: FsyncAlways (before
+	// every acknowledgement, group commit), FsyncInterval or FsyncNone
+	// (node.fsync).
+	Fsync string
+	// FsyncInterval is the period of FsyncInterval; positive
+	// (node.fsync_interval).
+	FsyncInterval time.Duration
 }
+
+// The fsync policies of node.fsync (docs/storage.md says what each risks).
+const (
+	FsyncAlways   = "always"
+	FsyncInterval = "interval"
+	FsyncNone     = "none"
+)
 
 // API is the client-facing listener (keys api.*).
 type API struct {
@@ -174,8 +188,10 @@ func Default() Config {
 // per-node config files. It does not validate c.
 func (c Config) YAML() ([]byte, error) {
 	type node struct {
-		Name    string `yaml:"name"`
-		DataDir string `yaml:"data_dir"`
+		Name          string `yaml:"name"`
+		DataDir       string `yaml:"data_dir"`
+		Fsync         string `yaml:"fsync"`
+		FsyncInterval string `yaml:"fsync_interval"`
 	}
 	type api struct {
 		Addr string `yaml:"addr"`
@@ -228,7 +244,7 @@ func (c Config) YAML() ([]byte, error) {
 	}
 	g := c.Gossip
 	out := file{
-		Node: node{Name: c.Node.Name, DataDir: c.Node.DataDir},
+		Node: node{Name: c.Node.Name, DataDir: c.Node.DataDir, Fsync: c.Node.Fsync, FsyncInterval: c.Node.FsyncInterval.String()},
 		API:  api{Addr: c.API.Addr},
 		Gossip: gossip{
 			Addr: g.Addr, Advertise: g.Advertise, Seeds: nonNil(g.Seeds), Profile: g.Profile,

@@ -30,6 +30,7 @@ func NewLoader() *Loader {
 //
 //	--name                node.name
 //	--data-dir            node.data_dir
+//	--fsync               node.fsync
 //	--api-addr            api.addr
 //	--gossip-addr         gossip.addr
 //	--seeds a:1,b:2       gossip.seeds (repeatable; --seeds= clears)

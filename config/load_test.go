@@ -90,6 +90,8 @@ func TestLoadRejects(t *testing.T) {
 		{"null name", "node:\n  name:\n", "node.name", "must not be empty"},
 		{"name with space", "node:\n  name: \"n 1\"\n", "node.name", "must not contain spaces"},
 		{"empty data dir", "node:\n  data_dir: \"\"\n", "node.data_dir", "must not be empty"},
+		{"unknown fsync policy", "node:\n  fsync: sometimes\n", "node.fsync", "must be always, interval or none"},
+		{"zero fsync interval", "node:\n  fsync_interval: 0s\n", "node.fsync_interval", "must be positive"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,7 +295,7 @@ func TestFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Default()
-	want.Node = Node{Name: "f1", DataDir: "/tmp/f1"}
+	want.Node.Name, want.Node.DataDir = "f1", "/tmp/f1"
 	want.API.Addr = "127.0.0.1:8100"
 	want.Gossip.Addr = "127.0.0.1:8946"
 	want.Gossip.Seeds = []string{"127.0.0.1:8947", "127.0.0.1:8948", "127.0.0.1:8949"}
@@ -329,6 +331,8 @@ func TestEnvEveryKey(t *testing.T) {
 	env := map[string]string{
 		"FREQD_NODE_NAME":                 "e1",
 		"FREQD_NODE_DATA_DIR":             "/srv/e1",
+		"FREQD_NODE_FSYNC":                "interval",
+		"FREQD_NODE_FSYNC_INTERVAL":       "20ms",
 		"FREQD_API_ADDR":                  "[::1]:9100",
 		"FREQD_GOSSIP_ADDR":               "0.0.0.0:9946",
 		"FREQD_GOSSIP_ADVERTISE":          "e1.example.com:9946",
@@ -359,7 +363,7 @@ func TestEnvEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Node: Node{Name: "e1", DataDir: "/srv/e1"},
+		Node: Node{Name: "e1", DataDir: "/srv/e1", Fsync: FsyncInterval, FsyncInterval: 20 * time.Millisecond},
 		API:  API{Addr: "[::1]:9100"},
 		Gossip: Gossip{
 			Addr: "0.0.0.0:9946", Advertise: "e1.example.com:9946",

@@ -41,6 +41,14 @@ func (c Config) problems() []*Error {
 	if c.Node.DataDir == "" {
 		add(problem("node.data_dir", c.Node.DataDir, "must not be empty"))
 	}
+	switch c.Node.Fsync {
+	case FsyncAlways, FsyncInterval, FsyncNone:
+	default:
+		add(problem("node.fsync", c.Node.Fsync, "must be %s, %s or %s", FsyncAlways, FsyncInterval, FsyncNone))
+	}
+	if c.Node.FsyncInterval <= 0 {
+		add(problem("node.fsync_interval", c.Node.FsyncInterval, "must be positive"))
+	}
 
 	// addresses
 	add(checkAddr("api.addr", c.API.Addr, false))

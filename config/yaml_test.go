@@ -22,7 +22,7 @@ func loadBytes(name string, data []byte) (Config, error) {
 func TestYAMLRoundTrip(t *testing.T) {
 	cleanEnv(t)
 	full := Config{
-		Node: Node{Name: "n-1", DataDir: "/var/lib/freqd #1"},
+		Node: Node{Name: "n-1", DataDir: "/var/lib/freqd #1", Fsync: FsyncNone, FsyncInterval: 250 * time.Millisecond},
 		API:  API{Addr: "[::1]:7100"},
 		Gossip: Gossip{
 			Addr: "0.0.0.0:7946", Advertise: "192.0.2.1:7946",
