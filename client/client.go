@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/freqd/freqd"
@@ -29,6 +30,10 @@ type Grant struct {
 	// Duplicate is true when the grant answers a retry of an earlier call
 	// with the same request id.
 	Duplicate bool
+	// TTL is the grant's lease (0: none) and Expires when it lapses unless
+	// the client renews (KeepAlive), by the granting primary's clock.
+	TTL     time.Duration
+	Expires time.Time
 }
 
 // Holding tells who holds a frequency. Held is false when it is free.
@@ -39,6 +44,9 @@ type Holding struct {
 	Since     time.Time
 	Partition uint32
 	Node      string
+	// TTL and Expires describe the holder's lease, if it has one.
+	TTL     time.Duration
+	Expires time.Time
 }
 
 // Option configures a Client.
@@ -194,7 +202,37 @@ func (c *Client) AllocateFrequency(ctx context.Context, clientID string, f uint3
 // requestID, even from another process, returns the first grant (with
 // Duplicate set) as long as the frequency is still held.
 func (c *Client) AllocateWithID(ctx context.Context, clientID, requestID string, freq *uint32) (Grant, error) {
-	req := &freqdv1.AllocateRequest{ClientId: clientID, RequestId: requestID, Frequency: freq}
+	return c.AllocateWith(ctx, AllocateRequest{ClientID: clientID, RequestID: requestID, Frequency: freq})
+}
+
+// AllocateRequest is everything an allocation can ask for.
+type AllocateRequest struct {
+	ClientID string
+	// RequestID makes retries return the first grant; empty: a random one.
+	RequestID string
+	// Frequency, when set, asks for exactly this frequency.
+	Frequency *uint32
+	// TTL, when non-zero (1s to 24h, whole milliseconds), leases the
+	// frequency: it is released unless the client calls KeepAlive (or
+	// keeps a KeepAliveLoop running) at least once per TTL.
+	TTL time.Duration
+}
+
+// AllocateLease is Allocate with a lease of ttl.
+func (c *Client) AllocateLease(ctx context.Context, clientID string, ttl time.Duration) (Grant, error) {
+	return c.AllocateWith(ctx, AllocateRequest{ClientID: clientID, TTL: ttl})
+}
+
+// AllocateWith allocates as req says, retried like Allocate.
+func (c *Client) AllocateWith(ctx context.Context, r AllocateRequest) (Grant, error) {
+	requestID := r.RequestID
+	if requestID == "" {
+		requestID = NewRequestID()
+	}
+	req := &freqdv1.AllocateRequest{ClientId: r.ClientID, RequestId: requestID, Frequency: r.Frequency}
+	if r.TTL != 0 {
+		req.Ttl = durationpb.New(r.TTL)
+	}
 	unknown := false
 	for k := 1; ; k++ {
 		res, err := call(ctx, c, func(s freqdv1connect.FreqdServiceClient) (*connect.Response[freqdv1.AllocateResponse], error) {
@@ -202,7 +240,11 @@ func (c *Client) AllocateWithID(ctx context.Context, clientID, requestID string,
 		})
 		if err == nil {
 			m := res.Msg
-			return Grant{Frequency: m.GetFrequency(), Since: m.GetSince().AsTime(), Partition: m.GetPartition(), Node: m.GetNode(), Duplicate: m.GetDuplicate()}, nil
+			g := Grant{Frequency: m.GetFrequency(), Since: m.GetSince().AsTime(), Partition: m.GetPartition(), Node: m.GetNode(), Duplicate: m.GetDuplicate()}
+			if m.GetTtl() != nil {
+				g.TTL, g.Expires = m.GetTtl().AsDuration(), m.GetExpires().AsTime()
+			}
+			return g, nil
 		}
 		unknown = unknown || transport.Unknown(err)
 		if !c.retry || requestID == "" || !retryable(err) || !backoff(ctx, k) {
@@ -286,6 +328,9 @@ func (c *Client) Holder(ctx context.Context, f uint32) (Holding, error) {
 	h := Holding{Frequency: m.GetFrequency(), Held: m.GetHeld(), ClientID: m.GetClientId(), Partition: m.GetPartition(), Node: m.GetNode()}
 	if m.GetHeld() {
 		h.Since = m.GetSince().AsTime()
+		if m.GetTtl() != nil {
+			h.TTL, h.Expires = m.GetTtl().AsDuration(), m.GetExpires().AsTime()
+		}
 	}
 	return h, nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/freqd/freqd/config"
 	"github.com/freqd/freqd/membership"
 	"github.com/freqd/freqd/pool"
+	"github.com/freqd/freqd/store"
 )
 
 // OptionsFromConfig turns a validated config into node Options: it parses
@@ -31,6 +32,10 @@ func OptionsFromConfig(cfg config.Config, logger *slog.Logger) (Options, error) 
 	prof, err := membership.ProfileByName(cfg.Gossip.Profile)
 	if err != nil {
 		return Options{}, fmt.Errorf("config: gossip.profile: %w", err)
+	}
+	sync, err := store.ParseSyncPolicy(cfg.Node.Fsync)
+	if err != nil {
+		return Options{}, fmt.Errorf("config: node.fsync: %w", err)
 	}
 	g := cfg.Gossip
 	if g.ProbeInterval > 0 {
@@ -62,6 +67,9 @@ func OptionsFromConfig(cfg config.Config, logger *slog.Logger) (Options, error) 
 			Profile:        prof,
 			RejoinInterval: g.RejoinInterval,
 		},
-		Logger: logger,
+		Logger:       logger,
+		DataDir:      cfg.Node.DataDir,
+		Sync:         sync,
+		SyncInterval: cfg.Node.FsyncInterval,
 	}, nil
 }

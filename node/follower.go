@@ -43,10 +43,13 @@ func (n *Node) record(id uint32) (*record, error) {
 // lets its in-flight commands commit first (rule T2).
 const stepDownWait = 500 * time.Millisecond
 
-// prepare is a replica's side of takeover phase 1 (rule T2).
-func (n *Node) prepare(r *record, e Epoch) *freqdv1.PrepareResponse {
+// prepare is a replica's side of takeover phase 1 (rule T2). The answer
+// waits until the promise is on disk.
+func (n *Node) prepare(ctx context.Context, r *record, e Epoch) (*freqdv1.PrepareResponse, error) {
+	if err := n.storeErr(); err != nil {
+		return nil, err
+	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if e.Compare(r.promised) > 0 && r.role == rolePrimary && r.prim != nil {
 		// Let what is in flight commit, refusing new commands meanwhile,
 		// so that a graceful move fails no request.
@@ -70,16 +73,26 @@ func (n *Node) prepare(r *record, e Epoch) *freqdv1.PrepareResponse {
 		}
 	}
 	ok := e.Compare(r.promised) >= 0
-	if ok {
+	var err error
+	if ok && e != r.promised {
 		r.promiseLocked(e)
+		err = n.persistLocked(r, metaLocked(r, freqdv1.DiskRecord_KIND_META))
 	}
-	return n.prepareAnswerLocked(r, ok)
+	out, lsn := n.prepareAnswerLocked(r, ok), r.lsn
+	r.mu.Unlock()
+	if err == nil {
+		err = n.durable(ctx, r.id, lsn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // prepareAnswerLocked is a replica's answer to Prepare: whether it promised,
 // its promise, committed configuration and state position. Caller holds mu.
 func (n *Node) prepareAnswerLocked(r *record, promised bool) *freqdv1.PrepareResponse {
-	out := &freqdv1.PrepareResponse{Self: replicaToPB(n.self), Promised: promised, Highest: epochToPB(r.promised), Committed: configToPB(r.committed)}
+	out := &freqdv1.PrepareResponse{Self: replicaToPB(n.self), Promised: promised, Highest: epochToPB(r.promised), Committed: configToPB(r.committed), Lost: r.lost}
 	if r.p != nil {
 		out.HasState, out.StateEpoch, out.Index = true, epochToPB(r.stateEpoch), r.index
 	}
@@ -125,74 +138,130 @@ func (n *Node) restoreFor(id int, snap []byte) (*partition.Partition, error) {
 
 // install puts cfg's state on this replica (rule T5; also a primary's
 // catch-up of a follower). p is the decoded snapshot, or nil when the
-// replica must already hold exactly (base, index).
-func (n *Node) install(r *record, cfg Config, p *partition.Partition, base Epoch, index uint64, committed bool) (*freqdv1.InstallResponse, error) {
+// replica must already hold exactly (base, index). The answer waits until
+// the state is on disk.
+func (n *Node) install(ctx context.Context, r *record, cfg Config, p *partition.Partition, base Epoch, index uint64, committed bool) (*freqdv1.InstallResponse, error) {
+	if err := n.storeErr(); err != nil {
+		return nil, err
+	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if cfg.Epoch.Compare(r.promised) < 0 {
+	if cfg.Epoch.Compare(r.promised) < 0 || r.lost && cfg.Epoch != r.promised {
+		// A lost replica accepts only the epoch it promised since (its
+		// older promises are unknown).
+		defer r.mu.Unlock()
 		return &freqdv1.InstallResponse{Stale: true, Highest: epochToPB(r.promised)}, nil
 	}
 	r.promiseLocked(cfg.Epoch)
+	full := false
 	switch {
 	case r.p != nil && r.stateEpoch == cfg.Epoch && r.index >= index:
 		// A repeated or late install in this epoch: we are already there
 		// or beyond (the rest came by Append). Never go back.
 	case p != nil:
 		r.stopPrimary()
-		r.p, r.index = p, index
+		r.p, r.index, full = p, index, true
 	case r.p != nil && r.stateEpoch == base && r.index == index:
 		// We already hold exactly the chosen state.
 	default:
+		defer r.mu.Unlock()
 		return nil, fmt.Errorf("partition %d: install without a snapshot, but node %s is at %v/%d, not %v/%d: %w",
 			r.id, n.self, r.stateEpoch, r.index, base, index, freqd.ErrInvalidArgument)
 	}
 	r.stateEpoch = cfg.Epoch
 	r.accepted = cfg
+	r.lost = false
 	if r.role == roleNone {
 		r.role = roleFollower
 	}
 	if committed {
 		r.commitLocked(cfg, n.self)
 	}
+	d, err := stateLocked(r, full)
+	if err == nil {
+		err = n.persistLocked(r, d)
+	}
+	lsn := r.lsn
+	r.mu.Unlock()
 	n.signalChange()
+	if err == nil {
+		err = n.durable(ctx, r.id, lsn)
+	}
+	if err != nil {
+		return nil, err
+	}
 	return &freqdv1.InstallResponse{}, nil
 }
 
-// commit records a committed configuration (rules T6, T7).
-func (n *Node) commit(r *record, cfg Config) *freqdv1.CommitResponse {
+// commit records a committed configuration (rules T6, T7). The answer
+// waits until it is on disk.
+func (n *Node) commit(ctx context.Context, r *record, cfg Config) (*freqdv1.CommitResponse, error) {
+	if err := n.storeErr(); err != nil {
+		return nil, err
+	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := &freqdv1.CommitResponse{Self: replicaToPB(n.self)}
-	if cfg.Epoch.Compare(r.promised) < 0 {
+	if cfg.Epoch.Compare(r.promised) < 0 || r.lost && cfg.Epoch != r.promised {
 		out.Highest = epochToPB(r.promised)
-		return out
+		r.mu.Unlock()
+		return out, nil
 	}
 	r.promiseLocked(cfg.Epoch)
+	held := r.p != nil
 	r.commitLocked(cfg, n.self)
+	d := metaLocked(r, freqdv1.DiskRecord_KIND_META)
+	if held && r.p == nil {
+		d, _ = stateLocked(r, false) // dropped
+	}
+	err := n.persistLocked(r, d)
 	out.Ok, out.Highest = true, epochToPB(r.promised)
+	lsn := r.lsn
+	r.mu.Unlock()
 	n.signalChange()
-	return out
+	if err == nil {
+		err = n.durable(ctx, r.id, lsn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
-// appendCmds applies a primary's commands on this follower (rule R4).
-func (n *Node) appendCmds(r *record, e Epoch, prev uint64, cmds [][]byte) *freqdv1.AppendResponse {
+// appendCmds applies a primary's commands on this follower (rule R4). The
+// answer waits until they are on disk.
+func (n *Node) appendCmds(ctx context.Context, r *record, e Epoch, prev uint64, cmds [][]byte) (*freqdv1.AppendResponse, error) {
+	if err := n.storeErr(); err != nil {
+		return nil, err
+	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	out, err := n.appendLocked(r, e, prev, cmds)
+	lsn := r.lsn
+	r.mu.Unlock()
+	if err == nil && out.GetOk() {
+		err = n.durable(ctx, r.id, lsn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// appendLocked applies and logs what appendCmds received. Caller holds mu.
+func (n *Node) appendLocked(r *record, e Epoch, prev uint64, cmds [][]byte) (*freqdv1.AppendResponse, error) {
 	switch c := e.Compare(r.promised); {
-	case c < 0:
-		return &freqdv1.AppendResponse{Stale: true, Highest: epochToPB(r.promised), Index: r.index}
+	case c < 0 || r.lost && c > 0:
+		return &freqdv1.AppendResponse{Stale: true, Highest: epochToPB(r.promised), Index: r.index}, nil
 	case c > 0 || r.p == nil || r.stateEpoch != e:
-		return &freqdv1.AppendResponse{NeedInstall: true, Index: r.index}
+		return &freqdv1.AppendResponse{NeedInstall: true, Index: r.index}, nil
 	}
 	if prev > r.index {
-		return &freqdv1.AppendResponse{Index: r.index} // a gap: resend from our index
+		return &freqdv1.AppendResponse{Index: r.index}, nil // a gap: resend from our index
 	}
+	from := r.index
 	for k := r.index - prev; k < uint64(len(cmds)); k++ {
 		var c partition.Command
 		if err := c.UnmarshalBinary(cmds[k]); err != nil {
 			n.log.Error("undecodable command from the primary; asking for a snapshot", "partition", r.id, "index", prev+k+1, "err", err)
-			r.p = nil
-			return &freqdv1.AppendResponse{NeedInstall: true, Index: r.index}
+			return n.dropLocked(r)
 		}
 		v := r.p.Version()
 		if res := r.p.Apply(c); res.Err != nil || r.p.Version() != v+1 {
@@ -200,8 +269,7 @@ func (n *Node) appendCmds(r *record, e Epoch, prev uint64, cmds [][]byte) *freqd
 			// state, so this means divergence: drop the copy and take a
 			// snapshot instead of serving a forked state.
 			n.log.Error("command did not apply as on the primary; asking for a snapshot", "partition", r.id, "index", prev+k+1, "cmd", c.String(), "err", res.Err)
-			r.p = nil
-			return &freqdv1.AppendResponse{NeedInstall: true, Index: r.index}
+			return n.dropLocked(r)
 		}
 		r.index++
 	}
@@ -211,7 +279,23 @@ func (n *Node) appendCmds(r *record, e Epoch, prev uint64, cmds [][]byte) *freqd
 	if r.role == roleNone {
 		r.role = roleFollower
 	}
-	return &freqdv1.AppendResponse{Ok: true, Index: r.index}
+	if r.index > from {
+		if err := n.persistLocked(r, commandsRecord(e, from, cmds[from-prev:])); err != nil {
+			return nil, err
+		}
+	}
+	return &freqdv1.AppendResponse{Ok: true, Index: r.index}, nil
+}
+
+// dropLocked drops a follower's state that diverged from its primary's
+// (a bug guard) and asks for a snapshot instead. Caller holds mu.
+func (n *Node) dropLocked(r *record) (*freqdv1.AppendResponse, error) {
+	r.p, r.stateEpoch, r.index = nil, Epoch{}, 0
+	d, _ := stateLocked(r, false)
+	if err := n.persistLocked(r, d); err != nil {
+		return nil, err
+	}
+	return &freqdv1.AppendResponse{NeedInstall: true}, nil
 }
 
 // signalChange wakes whoever waits for a partition to get a primary here.

@@ -16,6 +16,7 @@ import (
 	"github.com/freqd/freqd/internal/testutil"
 	"github.com/freqd/freqd/membership"
 	"github.com/freqd/freqd/pool"
+	"github.com/freqd/freqd/store"
 )
 
 // testCluster runs freqd nodes in this process on loopback.
@@ -28,6 +29,8 @@ type testCluster struct {
 	nodes   []*Node // guarded by mu; index i is node n{i+1}
 	crashed []*Node // guarded by mu
 	seeds   []string
+	gossip  map[string]string // node name -> gossip address; guarded by mu
+	dirs    map[string]string // node name -> data directory (with opts.durable)
 }
 
 type clusterOpts struct {
@@ -40,6 +43,12 @@ type clusterOpts struct {
 	// survivor, which no one can confirm suspicions for, waits the
 	// maximum suspicion timeout, 18 s with the local profile.
 	quickDetect bool
+	// durable gives every node a data directory (kept across restarts)
+	// with fsync policy sync.
+	durable bool
+	sync    store.SyncPolicy
+	// now is every node's clock (default time.Now).
+	now func() time.Time
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -70,7 +79,7 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &testCluster{t: t, layout: layout, opts: o}
+	c := &testCluster{t: t, layout: layout, opts: o, gossip: make(map[string]string), dirs: make(map[string]string)}
 	addrs := make([]string, n)
 	for i := range addrs {
 		addrs[i] = testutil.FreeAddr(t)
@@ -98,7 +107,20 @@ func (c *testCluster) startNode(name, gossipAddr string, seeds []string, expect 
 			others = append(others, s)
 		}
 	}
+	c.mu.Lock()
+	c.gossip[name] = gossipAddr
+	dir := ""
+	if c.opts.durable {
+		if c.dirs[name] == "" {
+			c.dirs[name] = c.t.TempDir()
+		}
+		dir = c.dirs[name]
+	}
+	c.mu.Unlock()
 	nd, err := New(Options{
+		DataDir:           dir,
+		Sync:              c.opts.sync,
+		Now:               c.opts.now,
 		Name:              name,
 		APIAddr:           "127.0.0.1:0",
 		Layout:            c.layout,
@@ -127,6 +149,33 @@ func (c *testCluster) startNode(name, gossipAddr string, seeds []string, expect 
 	c.nodes = append(c.nodes, nd)
 	c.mu.Unlock()
 	return nd
+}
+
+// restart starts a crashed node again under its name, gossip address and
+// data directory; it replaces the crashed one in the live set.
+func (c *testCluster) restart(name string) *Node {
+	c.t.Helper()
+	c.mu.Lock()
+	addr := c.gossip[name]
+	for i, n := range c.nodes {
+		if n.Name() == name {
+			c.crashed = append(c.crashed, n)
+			c.nodes = append(c.nodes[:i], c.nodes[i+1:]...)
+			break
+		}
+	}
+	c.mu.Unlock()
+	return c.startNode(name, addr, c.seeds, 1)
+}
+
+// node returns the live node named name, or nil.
+func (c *testCluster) node(name string) *Node {
+	for _, n := range c.live() {
+		if n.Name() == name {
+			return n
+		}
+	}
+	return nil
 }
 
 // addNode starts one more node that joins the running cluster.

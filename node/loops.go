@@ -131,6 +131,11 @@ func (n *Node) bootstrapStep() (bool, error) {
 		}
 		if m.Meta.Initialized && m.Name != n.opts.Name {
 			meta.Initialized, meta.State, meta.ClusterID = true, membership.StateActive, m.Meta.ClusterID
+			if err := n.saveIdentity(n.identity(true, meta.ClusterID)); err != nil {
+				// It joins anyway (to report its state); it will refuse
+				// every write that it cannot keep.
+				n.log.Error("cannot record joining the cluster in the data directory", "err", err)
+			}
 			if err := n.ml.SetMeta(meta); err != nil {
 				return false, fmt.Errorf("join initialised cluster: %w", err)
 			}
@@ -146,21 +151,46 @@ func (n *Node) bootstrapStep() (bool, error) {
 		return false, nil
 	}
 	// B1: every partition empty, committed in ((1, self), [self]).
-	c1 := Config{Epoch: Epoch{Term: 1, Node: n.opts.Name, Incarnation: n.self.Incarnation}, Members: []ReplicaID{n.self}}
-	for _, r := range n.recs {
-		r.mu.Lock()
-		r.promised, r.committed, r.accepted = c1.Epoch, c1, c1
-		r.p, r.stateEpoch, r.index = n.newPartition(r.id), c1.Epoch, 0
-		n.becomePrimaryLocked(r, c1)
-		r.mu.Unlock()
+	if err := n.storeErr(); err != nil {
+		return false, fmt.Errorf("create the pool: %w", err)
 	}
-	n.seeTerm(1)
-	meta.Initialized, meta.State = true, membership.StateActive
 	for meta.ClusterID == 0 {
 		n.rndMu.Lock()
 		meta.ClusterID = n.rnd.Uint64()
 		n.rndMu.Unlock()
 	}
+	c1 := Config{Epoch: Epoch{Term: 1, Node: n.opts.Name, Incarnation: n.self.Incarnation}, Members: []ReplicaID{n.self}}
+	var lsn uint64
+	for _, r := range n.recs {
+		r.mu.Lock()
+		r.promised, r.committed, r.accepted = c1.Epoch, c1, c1
+		r.p, r.stateEpoch, r.index = n.newPartition(r.id), c1.Epoch, 0
+		d, err := stateLocked(r, true)
+		if err == nil {
+			err = n.persistLocked(r, d)
+		}
+		lsn = max(lsn, r.lsn)
+		r.mu.Unlock()
+		if err != nil {
+			return false, fmt.Errorf("create the pool: %w", err)
+		}
+	}
+	if err := n.durable(n.ctx, 0, lsn); err != nil {
+		return false, fmt.Errorf("create the pool: %w", err)
+	}
+	// The identity is written after the pool: a crash in between leaves
+	// partition data with an uninitialised node file, which restarts as
+	// an uninitialised member and bootstraps again over it.
+	if err := n.saveIdentity(n.identity(true, meta.ClusterID)); err != nil {
+		return false, fmt.Errorf("create the pool: %w", err)
+	}
+	for _, r := range n.recs {
+		r.mu.Lock()
+		n.becomePrimaryLocked(r, c1)
+		r.mu.Unlock()
+	}
+	n.seeTerm(1)
+	meta.Initialized, meta.State = true, membership.StateActive
 	if err := n.ml.SetMeta(meta); err != nil {
 		return false, fmt.Errorf("announce new cluster: %w", err)
 	}

@@ -18,7 +18,10 @@ import (
 	"github.com/freqd/freqd/partition"
 	"github.com/freqd/freqd/pool"
 	"github.com/freqd/freqd/ring"
+	"github.com/freqd/freqd/store"
 	"github.com/freqd/freqd/transport"
+
+	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
 )
 
 // Strategy chooses where an allocation of any frequency is tried first.
@@ -87,8 +90,17 @@ type Options struct {
 	// queueing writes before it refuses them at once (default 1s).
 	StallTimeout time.Duration
 	// Incarnation identifies this run of the node (default: random). A node
-	// that restarts without its state must get a new one.
+	// that restarts without its state must get a new one. With a DataDir
+	// that holds a node file, the incarnation recorded there is used.
 	Incarnation uint64
+	// DataDir is where the node keeps its partitions, promises and
+	// identity (docs/storage.md). Empty: nothing is kept, and a restart is
+	// a new incarnation that has lost everything.
+	DataDir string
+	// Sync is the fsync policy of the data directory (default always);
+	// SyncInterval is the interval policy's period (default 100ms).
+	Sync         store.SyncPolicy
+	SyncInterval time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -158,6 +170,12 @@ type Node struct {
 	// recs has one record per partition, created in New, never replaced;
 	// each is guarded by its own mutex.
 	recs []*record
+	// st is the data directory (nil without one); recovered is the
+	// identity found there at start (nil if none). Both set in New.
+	st        *store.Store
+	recovered *freqdv1.NodeIdentity
+	// lostAtStart lists the partitions found damaged on disk at start.
+	lostAtStart []int
 
 	ring atomic.Pointer[ring.Ring] // rebuilt whole by ringLoop
 	view atomic.Pointer[routeView] // rebuilt from gossip at most every viewTTL
@@ -230,6 +248,11 @@ func New(opts Options) (*Node, error) {
 	for id := range n.recs {
 		n.recs[id] = &record{id: id}
 	}
+	if opts.DataDir != "" {
+		if err := n.openStore(); err != nil {
+			return nil, err
+		}
+	}
 	empty, err := ring.New(rc, nil)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: ring: %w", opts.Name, err)
@@ -283,12 +306,18 @@ func (n *Node) Start(ctx context.Context) error {
 	gc := n.opts.Gossip
 	gc.Name = n.opts.Name
 	gc.Logger = n.log
-	ml, err := membership.New(gc, membership.Meta{
+	meta := membership.Meta{
 		APIAddr:     srv.Addr(),
 		State:       membership.StateJoining,
 		Fingerprint: n.layout.Fingerprint(),
 		Incarnation: n.self.Incarnation,
-	})
+	}
+	if id := n.recovered; id != nil && id.GetInitialized() {
+		// A restart of a member of a running (or stopped) cluster: it
+		// must never found a new one, whoever it finds first.
+		meta.Initialized, meta.State, meta.ClusterID = true, membership.StateActive, id.GetClusterId()
+	}
+	ml, err := membership.New(gc, meta)
 	if err != nil {
 		_ = srv.Shutdown(ctx)
 		return fmt.Errorf("node %s: gossip: %w", n.opts.Name, err)
@@ -298,6 +327,13 @@ func (n *Node) Start(ctx context.Context) error {
 	n.spawn(n.ringLoop)
 	n.spawn(n.loadLoop)
 	n.spawn(n.reconcileLoop)
+	n.spawn(n.leaseLoop)
+	if n.st != nil {
+		n.spawn(n.storeLoop)
+	}
+	if meta.Initialized {
+		n.rebuildRing()
+	}
 	if len(gc.Seeds) > 0 {
 		if _, err := ml.JoinSeeds(ctx); err != nil {
 			// Not fatal: the rejoin loop keeps trying while seeds are missing.
@@ -342,6 +378,22 @@ func (n *Node) Close() error {
 		if n.ml != nil {
 			if err := n.ml.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("node %s: gossip shutdown: %w", n.opts.Name, err))
+			}
+		}
+		if n.st != nil {
+			// Checkpoint everything so the next start replays nothing
+			// (the log is retired); a failure here loses nothing, the log
+			// still holds it all.
+			if n.st.Err() == nil {
+				for _, r := range n.recs {
+					if err := n.checkpoint(r); err != nil {
+						n.log.Warn("checkpoint at close", "partition", r.id, "err", err)
+						break
+					}
+				}
+			}
+			if err := n.st.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("node %s: data directory: %w", n.opts.Name, err))
 			}
 		}
 		n.http.CloseIdleConnections()

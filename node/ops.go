@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/cespare/xxhash/v2"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/freqd/freqd"
@@ -38,14 +39,20 @@ func (n *Node) lookup(f uint32) (int, error) {
 	return id, nil
 }
 
-func (n *Node) grantResponse(id int, res partition.Result) *freqdv1.AllocateResponse {
-	return &freqdv1.AllocateResponse{
+// grantResponse describes a grant; lease is the granted frequency's lease
+// (zero if none).
+func (n *Node) grantResponse(id int, res partition.Result, lease leaseInfo) *freqdv1.AllocateResponse {
+	out := &freqdv1.AllocateResponse{
 		Frequency: res.Freq,
 		Since:     timestamppb.New(time.Unix(0, res.Since)),
 		Partition: uint32(id),
 		Node:      n.opts.Name,
 		Duplicate: res.Dup,
 	}
+	if lease.ttl > 0 {
+		out.Ttl, out.Expires = durationpb.New(lease.ttl), timestamppb.New(lease.expires)
+	}
+	return out
 }
 
 // notLeading is the answer of a ring owner that has not (yet) become a
@@ -62,46 +69,50 @@ func (n *Node) notLeading(id int) error {
 }
 
 // Allocate grants any free frequency to client, or exactly freq when it is
-// not nil. A non-empty request id makes retries return the first grant.
-// It is the entry point for a client request on any node.
-func (n *Node) Allocate(ctx context.Context, client string, freq *uint32, request string) (*freqdv1.AllocateResponse, error) {
+// not nil. A non-empty request id makes retries return the first grant; a
+// non-zero ttl leases the frequency (docs/leases.md). It is the entry
+// point for a client request on any node.
+func (n *Node) Allocate(ctx context.Context, client string, freq *uint32, request string, ttl time.Duration) (*freqdv1.AllocateResponse, error) {
 	if err := freqd.ValidateClientID(client); err != nil {
 		return nil, err
 	}
 	if err := freqd.ValidateRequestID(request); err != nil {
 		return nil, err
 	}
+	if err := validTTL(ttl); err != nil {
+		return nil, err
+	}
 	if freq == nil {
 		if request != "" {
-			return n.allocateHome(ctx, client, request)
+			return n.allocateHome(ctx, client, request, ttl)
 		}
-		return n.allocateAny(ctx, client, "", -1)
+		return n.allocateAny(ctx, client, "", ttl, -1)
 	}
 	id, err := n.lookup(*freq)
 	if err != nil {
 		return nil, err
 	}
-	return n.allocateIn(ctx, id, client, freq, request, false)
+	return n.allocateIn(ctx, id, client, freq, request, ttl, false)
 }
 
 // allocateIn asks partition id's primary for a grant: of freq if set, else
 // of any free frequency in id only. A full partition answers nil, nil.
-func (n *Node) allocateIn(ctx context.Context, id int, client string, freq *uint32, request string, home bool) (*freqdv1.AllocateResponse, error) {
+func (n *Node) allocateIn(ctx context.Context, id int, client string, freq *uint32, request string, ttl time.Duration, home bool) (*freqdv1.AllocateResponse, error) {
 	var out *freqdv1.AllocateResponse
 	err := n.onPartition(ctx, id,
 		func(r *record) error {
 			var err error
 			if freq != nil {
-				out, err = n.applyGrant(ctx, r, client, *freq, request)
+				out, err = n.applyGrant(ctx, r, client, *freq, request, ttl)
 				return err
 			}
-			out, _, err = n.grantIn(ctx, r, client, request, home)
+			out, _, err = n.grantIn(ctx, r, client, request, ttl, home)
 			return err
 		},
 		func(pc peerClient) error {
 			res, err := pc.peer.PeerAllocate(ctx, connect.NewRequest(&freqdv1.PeerAllocateRequest{
 				ClientId: client, Frequency: freq, Partition: uint32(id), OnlyPartition: true, From: n.opts.Name,
-				RequestId: request, Home: home,
+				RequestId: request, Home: home, Ttl: ttlPB(ttl),
 			}))
 			if err != nil {
 				return transport.FromWire(err)
@@ -125,10 +136,14 @@ func (n *Node) allocateIn(ctx context.Context, id int, client string, freq *uint
 var errNoted = errors.New("request noted in another partition")
 
 // applyGrant grants a specific frequency on a primary.
-func (n *Node) applyGrant(ctx context.Context, r *record, client string, f uint32, request string) (*freqdv1.AllocateResponse, error) {
+func (n *Node) applyGrant(ctx context.Context, r *record, client string, f uint32, request string, ttl time.Duration) (*freqdv1.AllocateResponse, error) {
 	var res partition.Result
+	var lease leaseInfo
 	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-		return applyLogged(p, &res, partition.Command{Op: partition.OpGrant, Client: client, Freq: f, Request: request, At: n.opts.Now().UnixNano()})
+		now := n.opts.Now()
+		cmd := applyLogged(p, &res, partition.Command{Op: partition.OpGrant, Client: client, Freq: f, Request: request, At: now.UnixNano(), TTL: ttl})
+		lease = n.grantedLocked(r, p, client, res, now)
+		return cmd
 	})
 	if err != nil {
 		return nil, err
@@ -136,7 +151,7 @@ func (n *Node) applyGrant(ctx context.Context, r *record, client string, f uint3
 	if res.Err != nil {
 		return nil, res.Err
 	}
-	return n.grantResponse(r.id, res), nil
+	return n.grantResponse(r.id, res, lease), nil
 }
 
 // applyLogged applies c to p, storing the result, and returns the command
@@ -159,8 +174,9 @@ func applyLogged(p *partition.Partition, res *partition.Result, c partition.Comm
 // the request-id rules when request is set: in the home partition a note
 // is reported as noted. A full partition returns nil and its version,
 // confirmed (rule R5).
-func (n *Node) grantIn(ctx context.Context, r *record, client, request string, home bool) (g *freqdv1.AllocateResponse, version uint64, err error) {
+func (n *Node) grantIn(ctx context.Context, r *record, client, request string, ttl time.Duration, home bool) (g *freqdv1.AllocateResponse, version uint64, err error) {
 	var res partition.Result
+	var lease leaseInfo
 	var noted *uint32
 	err = n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
 		if home && request != "" {
@@ -170,7 +186,9 @@ func (n *Node) grantIn(ctx context.Context, r *record, client, request string, h
 				return nil
 			}
 		}
-		cmd := applyLogged(p, &res, partition.Command{Op: partition.OpGrant, Client: client, Any: true, Request: request, At: n.opts.Now().UnixNano()})
+		now := n.opts.Now()
+		cmd := applyLogged(p, &res, partition.Command{Op: partition.OpGrant, Client: client, Any: true, Request: request, At: now.UnixNano(), TTL: ttl})
+		lease = n.grantedLocked(r, p, client, res, now)
 		version = p.Version()
 		return cmd
 	})
@@ -180,7 +198,7 @@ func (n *Node) grantIn(ctx context.Context, r *record, client, request string, h
 	case noted != nil:
 		return &freqdv1.AllocateResponse{Partition: *noted}, 0, errNoted
 	case res.Err == nil:
-		return n.grantResponse(r.id, res), 0, nil
+		return n.grantResponse(r.id, res, lease), 0, nil
 	case errors.Is(res.Err, freqd.ErrNoFrequency):
 		return nil, version, nil
 	}
@@ -194,7 +212,7 @@ func (n *Node) grantIn(ctx context.Context, r *record, client, request string, h
 //
 // With probe it grants nothing: it reads every partition it leads, in
 // parallel, and reports free counts in free.
-func (n *Node) allocLocal(ctx context.Context, client string, prefer int, only, probe bool, free map[uint32]uint64) (*freqdv1.AllocateResponse, map[uint32]uint64, error) {
+func (n *Node) allocLocal(ctx context.Context, client string, ttl time.Duration, prefer int, only, probe bool, free map[uint32]uint64) (*freqdv1.AllocateResponse, map[uint32]uint64, error) {
 	var order []*record
 	if prefer >= 0 && prefer < len(n.recs) && n.recs[prefer].isPrimary() {
 		order = append(order, n.recs[prefer])
@@ -231,7 +249,7 @@ func (n *Node) allocLocal(ctx context.Context, client string, prefer int, only, 
 		return nil, versions, nil
 	}
 	for _, r := range order {
-		g, v, err := n.grantIn(ctx, r, client, "", false)
+		g, v, err := n.grantIn(ctx, r, client, "", ttl, false)
 		var no *NotOwnerError
 		switch {
 		case errors.As(err, &no):
@@ -258,16 +276,16 @@ func (n *Node) homePartition(client, request string) int {
 // (docs/replication.md, "Allocations with a request id"): the home
 // partition first, following its note if it has one, else any partition
 // after a note in the home.
-func (n *Node) allocateHome(ctx context.Context, client, request string) (*freqdv1.AllocateResponse, error) {
+func (n *Node) allocateHome(ctx context.Context, client, request string, ttl time.Duration) (*freqdv1.AllocateResponse, error) {
 	h := n.homePartition(client, request)
-	g, err := n.allocateIn(ctx, h, client, nil, request, true)
+	g, err := n.allocateIn(ctx, h, client, nil, request, ttl, true)
 	switch {
 	case err == nil && g != nil:
 		return g, nil
 	case errors.Is(err, errNoted):
 		q := int(g.GetPartition())
 		if q >= 0 && q < n.layout.Partitions() {
-			g, err := n.allocateIn(ctx, q, client, nil, request, false)
+			g, err := n.allocateIn(ctx, q, client, nil, request, ttl, false)
 			if err != nil || g != nil {
 				return g, err
 			}
@@ -275,7 +293,7 @@ func (n *Node) allocateHome(ctx context.Context, client, request string) (*freqd
 	case err != nil:
 		return nil, err
 	}
-	return n.allocateAny(ctx, client, request, h)
+	return n.allocateAny(ctx, client, request, ttl, h)
 }
 
 // note records in home partition h that request was placed in partition q.
@@ -309,7 +327,7 @@ func (n *Node) applyNote(ctx context.Context, r *record, client, request string,
 //
 // With a request id (home >= 0), each partition is asked alone, after a
 // note in the home partition, so that a retry finds where it went.
-func (n *Node) allocateAny(ctx context.Context, client, request string, home int) (*freqdv1.AllocateResponse, error) {
+func (n *Node) allocateAny(ctx context.Context, client, request string, ttl time.Duration, home int) (*freqdv1.AllocateResponse, error) {
 	P := n.layout.Partitions()
 	var prev map[uint32]uint64
 	var missing []int
@@ -334,7 +352,7 @@ func (n *Node) allocateAny(ctx context.Context, client, request string, home int
 		free := make(map[uint32]uint64)
 		if n.opts.Strategy == LocalFirst {
 			asked[n.opts.Name] = true
-			g, vers, err := n.allocLocal(ctx, client, -1, false, probe, free)
+			g, vers, err := n.allocLocal(ctx, client, ttl, -1, false, probe, free)
 			if g != nil || err != nil {
 				return g, err
 			}
@@ -351,7 +369,7 @@ func (n *Node) allocateAny(ctx context.Context, client, request string, home int
 			}
 			asked[target] = true
 			if target == n.opts.Name {
-				g, vers, err := n.allocLocal(ctx, client, id, false, probe, free)
+				g, vers, err := n.allocLocal(ctx, client, ttl, id, false, probe, free)
 				if g != nil || err != nil {
 					return g, err
 				}
@@ -359,7 +377,7 @@ func (n *Node) allocateAny(ctx context.Context, client, request string, home int
 				continue
 			}
 			res, err := n.peer(v.addr[target]).peer.PeerAllocate(ctx, connect.NewRequest(&freqdv1.PeerAllocateRequest{
-				ClientId: client, Partition: uint32(id), From: n.opts.Name, Probe: probe,
+				ClientId: client, Partition: uint32(id), From: n.opts.Name, Probe: probe, Ttl: ttlPB(ttl),
 			}))
 			if err != nil {
 				err = transport.FromWire(err)
@@ -378,7 +396,7 @@ func (n *Node) allocateAny(ctx context.Context, client, request string, home int
 			maps.Copy(free, res.Msg.GetFree())
 		}
 		if probe {
-			g, tried, err := n.grantProbed(ctx, order, free, client, request, home)
+			g, tried, err := n.grantProbed(ctx, order, free, client, request, ttl, home)
 			if g != nil || err != nil {
 				return g, err
 			}
@@ -414,7 +432,7 @@ func (n *Node) allocateAny(ctx context.Context, client, request string, home int
 // request with an id: a note in the home partition first (unless it is the
 // home), then a grant in that partition alone. tried reports whether any
 // partition looked free.
-func (n *Node) grantProbed(ctx context.Context, order []int, free map[uint32]uint64, client, request string, home int) (g *freqdv1.AllocateResponse, tried bool, err error) {
+func (n *Node) grantProbed(ctx context.Context, order []int, free map[uint32]uint64, client, request string, ttl time.Duration, home int) (g *freqdv1.AllocateResponse, tried bool, err error) {
 	for _, id := range order {
 		if free[uint32(id)] == 0 {
 			continue
@@ -425,7 +443,7 @@ func (n *Node) grantProbed(ctx context.Context, order []int, free map[uint32]uin
 				return nil, true, fmt.Errorf("allocate: record the request in its home partition %d: %w", home, err)
 			}
 		}
-		g, err := n.allocateIn(ctx, id, client, nil, request, false)
+		g, err := n.allocateIn(ctx, id, client, nil, request, ttl, false)
 		switch {
 		case err != nil && errors.Is(err, freqd.ErrUnavailable):
 			continue
@@ -524,9 +542,13 @@ func (n *Node) readHolder(ctx context.Context, r *record, f uint32) (*freqdv1.Ho
 		since  int64
 		held   bool
 		herr   error
+		lease  leaseInfo
 	)
 	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
 		client, since, held, herr = p.Holder(f)
+		if held {
+			lease = n.leaseOfLocked(r, p, client, f, n.opts.Now())
+		}
 		return nil
 	})
 	if err != nil {
@@ -539,6 +561,9 @@ func (n *Node) readHolder(ctx context.Context, r *record, f uint32) (*freqdv1.Ho
 	if held {
 		out.ClientId = client
 		out.Since = timestamppb.New(time.Unix(0, since))
+		if lease.ttl > 0 {
+			out.Ttl, out.Expires = durationpb.New(lease.ttl), timestamppb.New(lease.expires)
+		}
 	}
 	return out, nil
 }

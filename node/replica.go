@@ -48,6 +48,15 @@ type record struct {
 	// reason says why this node's last takeover of the partition failed
 	// ("" when it has not or it succeeded).
 	reason string
+	// lost is set when this node lost the partition's state and promises
+	// on disk (a damaged file): its promise then counts for nothing, and
+	// it accepts only an epoch it promised since, until a takeover
+	// installs the state again (docs/storage.md).
+	lost bool
+	// lsn is the store position of the record's last change on disk; an
+	// answer acknowledging a change waits until the store is durable up
+	// to it.
+	lsn uint64
 }
 
 // position is a state's place in history (rule T4): newer epoch first,
@@ -81,8 +90,10 @@ type primary struct {
 	// log holds the resolved commands (base, record.index], encoded.
 	log  [][]byte
 	base uint64
-	// commit is the highest index applied by wq members.
-	commit uint64
+	// commit is the highest index applied by wq members; durable is the
+	// highest index on this primary's own disk (its own vote).
+	commit  uint64
+	durable uint64
 	// round is the newest heartbeat round a read asked for (R5); followers
 	// acknowledge rounds, and a read waits for wq acknowledgements.
 	round     uint64
@@ -95,6 +106,8 @@ type primary struct {
 	lastProgress time.Time
 	stopped      bool
 	cancel       context.CancelFunc
+	// leases is the primary's clock for the partition's leases.
+	leases *leaseTable
 }
 
 // follower is the primary's view of one follower; its fields are guarded
@@ -155,7 +168,7 @@ func (ps *primary) confirmed(round uint64) bool {
 func (r *record) advance(now time.Time) {
 	ps := r.prim
 	matches := make([]uint64, 0, len(ps.followers)+1)
-	matches = append(matches, r.index)
+	matches = append(matches, ps.durable)
 	low := r.index
 	for _, f := range ps.followers {
 		matches = append(matches, f.match)
@@ -236,6 +249,9 @@ func (r *record) commitLocked(c Config, self ReplicaID) {
 // when this node is not the primary (nothing was applied), or wraps
 // ErrUnavailable.
 func (n *Node) exec(ctx context.Context, r *record, fn func(p *partition.Partition) *partition.Command) error {
+	if err := n.storeErr(); err != nil {
+		return fmt.Errorf("partition %d (%s): %w", r.id, n.spanString(r.id), err)
+	}
 	r.mu.Lock()
 	if r.role != rolePrimary || r.prim == nil {
 		err := n.notPrimaryLocked(r)
@@ -269,12 +285,18 @@ func (n *Node) exec(ctx context.Context, r *record, fn func(p *partition.Partiti
 			n.log.Error("cannot encode applied command; stepping down", "partition", r.id, "cmd", cmd.String(), "err", err)
 			r.stopPrimary()
 			r.role, r.p = roleNone, nil
+			if d, err := stateLocked(r, false); err == nil {
+				_ = n.persistLocked(r, d)
+			}
 			r.mu.Unlock()
 			return fmt.Errorf("partition %d: encode command: %w: %w", r.id, freqd.ErrOutcomeUnknown, err)
 		}
 		r.index++
 		ps.log = append(ps.log, b)
 		pos = r.index
+		// A failed append leaves the command to the followers' votes: it
+		// commits only if wq of them have it on disk.
+		_ = n.persistLocked(r, commandsRecord(ps.cfg.Epoch, pos-1, [][]byte{b}))
 	} else {
 		pos = r.index
 		if len(ps.followers) > 0 {
@@ -282,12 +304,31 @@ func (n *Node) exec(ctx context.Context, r *record, fn func(p *partition.Partiti
 			round = ps.round
 		}
 	}
+	lsn := r.lsn
 	if ps.wq <= 1 {
-		ps.commit = r.index
+		r.mu.Unlock()
+		if !write {
+			return nil
+		}
+		if err := n.durable(ctx, r.id, lsn); err != nil {
+			return fmt.Errorf("partition %d (%s): applied but not on disk: %w: %w", r.id, n.spanString(r.id), freqd.ErrOutcomeUnknown, err)
+		}
+		r.mu.Lock()
+		ps.durable = max(ps.durable, pos)
+		ps.commit = max(ps.commit, pos)
 		r.mu.Unlock()
 		return nil
 	}
 	ps.wakeAll()
+	if write {
+		r.mu.Unlock()
+		err := n.durable(ctx, r.id, lsn)
+		r.mu.Lock()
+		if err == nil && !ps.stopped {
+			ps.durable = max(ps.durable, pos)
+			r.advance(time.Now())
+		}
+	}
 	stall := time.NewTimer(n.opts.StallTimeout)
 	defer stall.Stop()
 	for {
@@ -369,6 +410,9 @@ func (n *Node) writableLocked(r *record) (bool, string) {
 			return false, r.reason
 		}
 		return false, "this node is not the primary"
+	}
+	if err := n.storeErr(); err != nil {
+		return false, err.Error()
 	}
 	ps := r.prim
 	if len(ps.cfg.Members) < ps.wq {

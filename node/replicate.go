@@ -21,9 +21,11 @@ func (n *Node) becomePrimaryLocked(r *record, cfg Config) {
 		factor:       n.opts.ReplicationFactor,
 		base:         r.index,
 		commit:       r.index,
+		durable:      r.index,
 		progress:     make(chan struct{}),
 		lastProgress: time.Now(),
 		cancel:       cancel,
+		leases:       newLeaseTable(r.p, n.opts.Now()),
 	}
 	for _, m := range cfg.Members[1:] {
 		// Every member got the state by Install in the takeover, or will

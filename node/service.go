@@ -35,7 +35,11 @@ func wire[T any](msg *T, err error) (*connect.Response[T], error) {
 }
 
 func (s *service) Allocate(ctx context.Context, req *connect.Request[freqdv1.AllocateRequest]) (*connect.Response[freqdv1.AllocateResponse], error) {
-	return wire(s.n.Allocate(ctx, req.Msg.GetClientId(), req.Msg.Frequency, req.Msg.GetRequestId()))
+	ttl, err := ttlFromPB(req.Msg.GetTtl())
+	if err != nil {
+		return nil, transport.ToWire(err)
+	}
+	return wire(s.n.Allocate(ctx, req.Msg.GetClientId(), req.Msg.Frequency, req.Msg.GetRequestId(), ttl))
 }
 
 func (s *service) Release(ctx context.Context, req *connect.Request[freqdv1.ReleaseRequest]) (*connect.Response[freqdv1.ReleaseResponse], error) {
@@ -51,6 +55,18 @@ func (s *service) Release(ctx context.Context, req *connect.Request[freqdv1.Rele
 
 func (s *service) Holder(ctx context.Context, req *connect.Request[freqdv1.HolderRequest]) (*connect.Response[freqdv1.HolderResponse], error) {
 	return wire(s.n.Holder(ctx, req.Msg.GetFrequency()))
+}
+
+func (s *service) KeepAlive(ctx context.Context, req *connect.Request[freqdv1.KeepAliveRequest]) (*connect.Response[freqdv1.KeepAliveResponse], error) {
+	return wire(s.n.KeepAlive(ctx, req.Msg.GetClientId()))
+}
+
+func (s *service) KeepAliveStream(ctx context.Context, stream *connect.BidiStream[freqdv1.KeepAliveRequest, freqdv1.KeepAliveResponse]) error {
+	return s.n.keepAliveStream(ctx, stream)
+}
+
+func (s *service) ReleaseAll(ctx context.Context, req *connect.Request[freqdv1.ReleaseAllRequest]) (*connect.Response[freqdv1.ReleaseAllResponse], error) {
+	return wire(s.n.ReleaseAll(ctx, req.Msg.GetClientId()))
 }
 
 func (s *service) Status(ctx context.Context, _ *connect.Request[freqdv1.StatusRequest]) (*connect.Response[freqdv1.StatusResponse], error) {
@@ -143,6 +159,10 @@ func (p *peerService) PeerAllocate(ctx context.Context, req *connect.Request[fre
 	if err := freqd.ValidateRequestID(m.GetRequestId()); err != nil {
 		return nil, peerWire(err)
 	}
+	ttl, err := ttlFromPB(m.GetTtl())
+	if err != nil {
+		return nil, peerWire(err)
+	}
 	if m.Frequency != nil {
 		id, err := n.lookup(m.GetFrequency())
 		if err != nil {
@@ -152,7 +172,7 @@ func (p *peerService) PeerAllocate(ctx context.Context, req *connect.Request[fre
 		if err != nil {
 			return nil, peerWire(err)
 		}
-		g, err := n.applyGrant(ctx, r, m.GetClientId(), m.GetFrequency(), m.GetRequestId())
+		g, err := n.applyGrant(ctx, r, m.GetClientId(), m.GetFrequency(), m.GetRequestId(), ttl)
 		if err != nil {
 			return nil, peerWire(err)
 		}
@@ -164,7 +184,7 @@ func (p *peerService) PeerAllocate(ctx context.Context, req *connect.Request[fre
 		if err != nil {
 			return nil, peerWire(err)
 		}
-		g, v, err := n.grantIn(ctx, r, m.GetClientId(), m.GetRequestId(), m.GetHome())
+		g, v, err := n.grantIn(ctx, r, m.GetClientId(), m.GetRequestId(), ttl, m.GetHome())
 		switch {
 		case errors.Is(err, errNoted):
 			t := g.GetPartition()
@@ -180,7 +200,7 @@ func (p *peerService) PeerAllocate(ctx context.Context, req *connect.Request[fre
 		return nil, peerWire(fmt.Errorf("peer allocate: a request id needs only_partition: %w", freqd.ErrInvalidArgument))
 	}
 	free := make(map[uint32]uint64)
-	g, versions, err := n.allocLocal(ctx, m.GetClientId(), int(m.GetPartition()), false, m.GetProbe(), free)
+	g, versions, err := n.allocLocal(ctx, m.GetClientId(), ttl, int(m.GetPartition()), false, m.GetProbe(), free)
 	if err != nil {
 		return nil, peerWire(err)
 	}
@@ -261,7 +281,7 @@ func (p *peerService) Prepare(ctx context.Context, req *connect.Request[freqdv1.
 	if e.Term == 0 || e.Node == "" {
 		return nil, peerWire(fmt.Errorf("prepare of partition %d: no epoch: %w", r.id, freqd.ErrInvalidArgument))
 	}
-	return connect.NewResponse(p.n.prepare(r, e)), nil
+	return wire(p.n.prepare(ctx, r, e))
 }
 
 func (p *peerService) Fetch(ctx context.Context, req *connect.Request[freqdv1.FetchRequest]) (*connect.Response[freqdv1.FetchResponse], error) {
@@ -292,7 +312,7 @@ func (p *peerService) Install(ctx context.Context, req *connect.Request[freqdv1.
 			return nil, peerWire(err)
 		}
 	}
-	return wire(n.install(r, cfg, part, epochFromPB(m.GetBaseEpoch()), m.GetIndex(), m.GetCommitted()))
+	return wire(n.install(ctx, r, cfg, part, epochFromPB(m.GetBaseEpoch()), m.GetIndex(), m.GetCommitted()))
 }
 
 func (p *peerService) Commit(ctx context.Context, req *connect.Request[freqdv1.CommitRequest]) (*connect.Response[freqdv1.CommitResponse], error) {
@@ -304,7 +324,7 @@ func (p *peerService) Commit(ctx context.Context, req *connect.Request[freqdv1.C
 	if err := p.n.validConfig(r.id, cfg); err != nil {
 		return nil, peerWire(err)
 	}
-	return connect.NewResponse(p.n.commit(r, cfg)), nil
+	return wire(p.n.commit(ctx, r, cfg))
 }
 
 func (p *peerService) Append(ctx context.Context, req *connect.Request[freqdv1.AppendRequest]) (*connect.Response[freqdv1.AppendResponse], error) {
@@ -317,7 +337,30 @@ func (p *peerService) Append(ctx context.Context, req *connect.Request[freqdv1.A
 	if to := replicaFromPB(m.GetTo()); to != n.self {
 		return nil, peerWire(fmt.Errorf("append to partition %d is for %v, but this is %v: %w", r.id, to, n.self, freqd.ErrInvalidArgument))
 	}
-	return connect.NewResponse(n.appendCmds(r, epochFromPB(m.GetEpoch()), m.GetPrevIndex(), m.GetCommands())), nil
+	return wire(n.appendCmds(ctx, r, epochFromPB(m.GetEpoch()), m.GetPrevIndex(), m.GetCommands()))
+}
+
+func (p *peerService) PeerKeepAlive(ctx context.Context, req *connect.Request[freqdv1.PeerKeepAliveRequest]) (*connect.Response[freqdv1.PeerKeepAliveResponse], error) {
+	if err := freqd.ValidateClientID(req.Msg.GetClientId()); err != nil {
+		return nil, peerWire(err)
+	}
+	return connect.NewResponse(p.n.renewLocal(req.Msg.GetClientId())), nil
+}
+
+func (p *peerService) PeerReleaseClient(ctx context.Context, req *connect.Request[freqdv1.PeerReleaseClientRequest]) (*connect.Response[freqdv1.ReleaseAllResponse], error) {
+	n := p.n
+	if err := freqd.ValidateClientID(req.Msg.GetClientId()); err != nil {
+		return nil, peerWire(err)
+	}
+	r, err := n.primaryFor(ctx, int(req.Msg.GetPartition()))
+	if err != nil {
+		return nil, peerWire(err)
+	}
+	out, err := n.applyReleaseClient(ctx, r, req.Msg.GetClientId())
+	if err != nil {
+		return nil, peerWire(err)
+	}
+	return connect.NewResponse(out), nil
 }
 
 func (p *peerService) Partitions(ctx context.Context, _ *connect.Request[freqdv1.PartitionsRequest]) (*connect.Response[freqdv1.PartitionsResponse], error) {
@@ -335,7 +378,7 @@ func (n *Node) replicaStates() *freqdv1.PartitionsResponse {
 		}
 		st := &freqdv1.ReplicaState{
 			Partition: uint32(r.id), Role: r.role.String(), Promised: epochToPB(r.promised),
-			Committed: configToPB(r.committed), Accepted: configToPB(r.accepted), Reason: r.reason,
+			Committed: configToPB(r.committed), Accepted: configToPB(r.accepted), Reason: r.reason, Lost: r.lost,
 		}
 		if r.p != nil {
 			st.HasState, st.StateEpoch, st.Index = true, epochToPB(r.stateEpoch), r.index

@@ -196,7 +196,11 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 	if _, err := n.judge(id, e, append(slices.Clone(answers), prepared{id: n.self, res: n.peek(r, e)})); err != nil {
 		return err
 	}
-	answers = append(answers, prepared{id: n.self, res: n.prepare(r, e)})
+	mine, err := n.prepare(ctx, r, e)
+	if err != nil {
+		return fmt.Errorf("partition %d: promise %v here: %w", id, e, err)
+	}
+	answers = append(answers, prepared{id: n.self, res: mine})
 	cstar, err := n.judge(id, e, answers)
 	if err != nil {
 		return err
@@ -237,7 +241,7 @@ func (n *Node) takeover(ctx context.Context, r *record) error {
 
 	// T5: install on the new configuration, ourselves first.
 	cfg := Config{Epoch: e, Members: want}
-	res, err := n.install(r, cfg, p, bestPos.epoch, bestPos.index, false)
+	res, err := n.install(ctx, r, cfg, p, bestPos.epoch, bestPos.index, false)
 	if err != nil {
 		return fmt.Errorf("partition %d: install here: %w", id, err)
 	}
@@ -381,8 +385,14 @@ func (n *Node) commitAll(ctx context.Context, r *record, cfg, cstar Config, memb
 			}
 		}()
 	}
-	note(n.commit(r, cfg))
+	mine, err := n.commit(ctx, r, cfg)
+	if err == nil {
+		note(mine)
+	}
 	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("partition %d: commit %v here: %w", r.id, cfg.Epoch, err)
+	}
 	if !overtaken.IsZero() {
 		return fmt.Errorf("partition %d: epoch %v overtaken by %v during commit", r.id, cfg.Epoch, overtaken)
 	}
@@ -418,7 +428,9 @@ func (n *Node) judge(id int, e Epoch, answers []prepared) (Config, error) {
 	}
 	var quorum []ReplicaID
 	for _, a := range answers {
-		if a.res.GetPromised() && cstar.Has(a.id) {
+		// A lost replica's promises are unknown, so its answer does not
+		// count (docs/storage.md).
+		if a.res.GetPromised() && !a.res.GetLost() && cstar.Has(a.id) {
 			quorum = append(quorum, a.id)
 		}
 	}

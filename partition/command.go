@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/freqd/freqd"
 )
@@ -24,9 +25,15 @@ const (
 	// OpNote records in the request window that request Command.Request
 	// of Command.Client was placed in partition Command.Freq.
 	OpNote Op = 3
+	// OpReleaseClient releases, in one command, the frequencies
+	// Command.Client holds in this partition: all of them if Command.TTL
+	// is 0, else only its leased ones whose lease TTL is at most
+	// Command.TTL. Result.Freq is the number released.
+	OpReleaseClient Op = 4
 )
 
-// String returns "grant", "release", "note", or "op(N)" for an unknown op.
+// String returns "grant", "release", "note", "release-client", or "op(N)"
+// for an unknown op.
 func (o Op) String() string {
 	switch o {
 	case OpGrant:
@@ -35,22 +42,52 @@ func (o Op) String() string {
 		return "release"
 	case OpNote:
 		return "note"
+	case OpReleaseClient:
+		return "release-client"
 	default:
 		return "op(" + strconv.Itoa(int(o)) + ")"
 	}
 }
 
-func (o Op) valid() bool { return o == OpGrant || o == OpRelease || o == OpNote }
+func (o Op) valid() bool { return o >= OpGrant && o <= OpReleaseClient }
+
+// The bounds of a lease TTL (Command.TTL). A TTL is 0 (no lease) or a
+// whole number of milliseconds in MinTTL..MaxTTL.
+const (
+	// MinTTL is the shortest lease TTL.
+	MinTTL = time.Second
+	// MaxTTL is the longest lease TTL.
+	MaxTTL = 24 * time.Hour
+)
+
+// ttlMS returns a valid TTL in milliseconds, as stored and encoded.
+func ttlMS(d time.Duration) uint32 { return uint32(d / time.Millisecond) }
+
+// checkTTL checks that d is 0 or a whole number of milliseconds in
+// MinTTL..MaxTTL.
+func checkTTL(d time.Duration) error {
+	if d != 0 && (d < MinTTL || d > MaxTTL || d%time.Millisecond != 0) {
+		return fmt.Errorf("ttl %v is neither 0 nor a whole number of milliseconds in %v..%v", d, MinTTL, MaxTTL)
+	}
+	return nil
+}
+
+// validTTLMS reports whether ms is a valid TTL in milliseconds: 0 or in
+// MinTTL..MaxTTL.
+func validTTLMS(ms uint64) bool {
+	return ms == 0 || (ms >= uint64(MinTTL/time.Millisecond) && ms <= uint64(MaxTTL/time.Millisecond))
+}
 
 // Command is one change to a partition. The caller validates Client with
 // freqd.ValidateClientID and Request with freqd.ValidateRequestID, and
 // stamps At, before Apply; Apply itself only rejects an empty or oversized
-// Client and an oversized Request (or an empty one on OpNote).
+// Client and an oversized Request (or an empty one on OpNote, or a
+// non-empty one on OpReleaseClient).
 type Command struct {
 	Op      Op
 	Client  string // the client id
-	Request string // the client's request id; optional for OpGrant (ignored by OpRelease), required for OpNote
-	Freq    uint32 // the frequency, for OpGrant without Any and for OpRelease; the target partition id for OpNote
+	Request string // the client's request id; optional for OpGrant (ignored by OpRelease), required for OpNote, empty for OpReleaseClient
+	Freq    uint32 // the frequency, for OpGrant without Any and for OpRelease; the target partition id for OpNote; 0 for OpReleaseClient
 	Any     bool   // OpGrant only: grant any free frequency, ignoring Freq
 	At      int64  // unix nanoseconds; recorded as the grant time ("since")
 	// Since, on OpRelease only, names the grant to end by its grant time:
@@ -58,10 +95,21 @@ type Command struct {
 	// not released (freqd.ErrNotHeld). It makes a delayed copy of a release
 	// harmless to a later grant of the same frequency.
 	Since int64
+	// TTL is 0 or a whole number of milliseconds in MinTTL..MaxTTL, and 0
+	// on other ops than these two. On OpGrant it is the lease TTL of the
+	// grant (0: no lease), stored with the frequency (Partition.TTL); an
+	// idempotent re-grant or a retry answered from the request window
+	// keeps the TTL of the original grant. On OpReleaseClient, 0 releases
+	// all of the client's frequencies, and a TTL releases only its leased
+	// ones (TTL > 0) with a TTL of at most that: the primary, having
+	// measured that much time since the client's last renewal, expires
+	// them. A primary that measured more than MaxTTL passes MaxTTL.
+	TTL time.Duration
 }
 
-// String returns a short form for logs, e.g. `grant any to "c1" at 17` or
-// `grant any to "c1" at 17 request "r9"`.
+// String returns a short form for logs, e.g. `grant any to "c1" at 17`,
+// `grant any to "c1" at 17 ttl 30s request "r9"` or
+// `release leases of "c1" with ttl up to 30s at 17`.
 func (c Command) String() string {
 	var s string
 	switch {
@@ -71,11 +119,18 @@ func (c Command) String() string {
 		s = fmt.Sprintf("grant %d to %q at %d", c.Freq, c.Client, c.At)
 	case c.Op == OpNote:
 		return fmt.Sprintf("note request %q of %q in partition %d", c.Request, c.Client, c.Freq)
+	case c.Op == OpReleaseClient && c.TTL == 0:
+		s = fmt.Sprintf("release all of %q at %d", c.Client, c.At)
+	case c.Op == OpReleaseClient:
+		s = fmt.Sprintf("release leases of %q with ttl up to %v at %d", c.Client, c.TTL, c.At)
 	default:
 		s = fmt.Sprintf("%v %d by %q at %d", c.Op, c.Freq, c.Client, c.At)
 		if c.Since != 0 {
 			s += fmt.Sprintf(" of the grant at %d", c.Since)
 		}
+	}
+	if c.Op != OpReleaseClient && c.TTL != 0 {
+		s += fmt.Sprintf(" ttl %v", c.TTL)
 	}
 	if c.Request != "" {
 		s += fmt.Sprintf(" request %q", c.Request)
@@ -84,18 +139,21 @@ func (c Command) String() string {
 }
 
 // commandVersion is the first byte of an encoded Command. Version 1 had no
-// request id, version 2 no release Since; only version 3 is read.
-const commandVersion = 3
+// request id, version 2 no release Since, version 3 no TTL; only version 4
+// is read.
+const commandVersion = 4
 
 const flagAny = 1 << 0
 
-// AppendBinary appends the encoding of c to b: version byte (3), op byte,
-// flags byte (bit 0: Any), uvarint Freq, varint At, uvarint len(Client)
-// and the client bytes, uvarint len(Request) and the request bytes, varint
-// Since. It
-// fails, wrapping freqd.ErrInvalidArgument, for an unknown op, Any on
-// other than a grant, a note without a request, a client longer than
-// freqd.MaxClientIDLen or a request longer than freqd.MaxRequestIDLen.
+// AppendBinary appends the encoding of c to b: version byte (4), op byte,
+// flags byte (bit 0: Any), uvarint Freq, varint At, uvarint TTL in
+// milliseconds, uvarint len(Client) and the client bytes, uvarint
+// len(Request) and the request bytes, varint Since. It fails, wrapping
+// freqd.ErrInvalidArgument, for an unknown op, Any on other than a grant,
+// a note without a request, Since on other than a release, a TTL that is
+// invalid or on other than a grant or client release, a release-client
+// with a request or frequency, a client longer than freqd.MaxClientIDLen
+// or a request longer than freqd.MaxRequestIDLen.
 func (c Command) AppendBinary(b []byte) ([]byte, error) {
 	if err := c.checkShape(); err != nil {
 		return b, fmt.Errorf("encode command: %w: %w", err, freqd.ErrInvalidArgument)
@@ -113,6 +171,7 @@ func (c Command) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, commandVersion, byte(c.Op), flags)
 	b = binary.AppendUvarint(b, uint64(c.Freq))
 	b = binary.AppendVarint(b, c.At)
+	b = binary.AppendUvarint(b, uint64(ttlMS(c.TTL)))
 	b = binary.AppendUvarint(b, uint64(len(c.Client)))
 	b = append(b, c.Client...)
 	b = binary.AppendUvarint(b, uint64(len(c.Request)))
@@ -133,22 +192,30 @@ func (c *Command) checkShape() error {
 		return errors.New("note without a request id")
 	case c.Since != 0 && c.Op != OpRelease:
 		return fmt.Errorf("since is only for release, not %v", c.Op)
+	case c.TTL != 0 && c.Op != OpGrant && c.Op != OpReleaseClient:
+		return fmt.Errorf("ttl is only for grant and release-client, not %v", c.Op)
+	case c.Op == OpReleaseClient && c.Request != "":
+		return errors.New("release-client with a request id")
+	case c.Op == OpReleaseClient && c.Freq != 0:
+		return fmt.Errorf("release-client with frequency %d", c.Freq)
+	case c.TTL != 0:
+		return checkTTL(c.TTL)
 	}
 	return nil
 }
 
 // MarshalBinary returns the encoding of c; see AppendBinary.
 func (c Command) MarshalBinary() ([]byte, error) {
-	return c.AppendBinary(make([]byte, 0, 3+5+10+2+len(c.Client)+1+len(c.Request)+10))
+	return c.AppendBinary(make([]byte, 0, 3+5+10+4+2+len(c.Client)+1+len(c.Request)+10))
 }
 
 // UnmarshalBinary decodes exactly one Command from b, as written by
-// AppendBinary. It is strict: an unknown version, op or flag, Any on other
-// than a grant, a note without a request, a frequency above MaxUint32, a
-// non-minimal varint, a client id longer than freqd.MaxClientIDLen, a
-// request id longer than freqd.MaxRequestIDLen, a short buffer or trailing
-// bytes are errors wrapping freqd.ErrInvalidArgument. On error c is
-// unchanged.
+// AppendBinary. It is strict: an unknown version, op or flag, any field
+// combination AppendBinary refuses, a frequency above MaxUint32, a TTL
+// outside MinTTL..MaxTTL (other than 0), a non-minimal varint, a client id
+// longer than freqd.MaxClientIDLen, a request id longer than
+// freqd.MaxRequestIDLen, a short buffer or trailing bytes are errors
+// wrapping freqd.ErrInvalidArgument. On error c is unchanged.
 func (c *Command) UnmarshalBinary(b []byte) error {
 	d, err := decodeCommand(b)
 	if err != nil {
@@ -177,6 +244,7 @@ func decodeCommand(b []byte) (Command, error) {
 	r := reader{b: b[3:]}
 	freq := r.uvarint("freq")
 	c.At = r.varint("at")
+	ttl := r.uvarint("ttl")
 	n := r.uvarint("client length")
 	if r.err != nil {
 		return Command{}, r.err
@@ -185,6 +253,10 @@ func decodeCommand(b []byte) (Command, error) {
 		return Command{}, fmt.Errorf("freq %d is more than %d", freq, uint32(math.MaxUint32))
 	}
 	c.Freq = uint32(freq)
+	if !validTTLMS(ttl) {
+		return Command{}, fmt.Errorf("ttl %d ms is neither 0 nor in %v..%v", ttl, MinTTL, MaxTTL)
+	}
+	c.TTL = time.Duration(ttl) * time.Millisecond
 	if n > freqd.MaxClientIDLen {
 		return Command{}, fmt.Errorf("client id is %d bytes, longer than %d", n, freqd.MaxClientIDLen)
 	}

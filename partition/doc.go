@@ -1,12 +1,14 @@
 // Package partition is the state machine of one partition: a contiguous
 // range of frequencies, which of them are free, for each held one its
-// holder (a client id) and when it was granted, and a window of recent
-// client requests so that retries are answered rather than applied twice.
+// holder (a client id), when it was granted and its lease TTL, and a
+// window of recent client requests so that retries are answered rather
+// than applied twice.
 //
 // # Commands
 //
 // Every change is a Command (grant one frequency, grant any frequency,
-// release one, note a request) applied in order by Partition.Apply. Apply is pure,
+// release one, note a request, release a client's frequencies) applied in
+// order by Partition.Apply. Apply is pure,
 // synchronous and deterministic: no goroutines, clocks, randomness, map
 // iteration or I/O. The caller stamps Command.At (unix nanoseconds) before
 // Apply, so replicas that apply the same commands from the same snapshot
@@ -20,6 +22,28 @@
 // release (ErrNotHolder). Granting a frequency the client already holds
 // succeeds without change and returns the original grant time, so retries
 // are idempotent.
+//
+// # Leases
+//
+// A grant may carry a lease TTL (Command.TTL: 0 for none, else a whole
+// number of milliseconds in MinTTL..MaxTTL, 1s..24h), kept with the held
+// frequency until it is released (Partition.TTL). An idempotent re-grant,
+// or a retry answered from the request window, changes nothing, the TTL
+// included: the first grant's TTL stays.
+//
+// The partition has no clock and makes no expiry decisions. The primary
+// node tracks each client's last renewal and, when it measures that a
+// client has been silent for d, replicates one OpReleaseClient with TTL d:
+// every frequency the client holds with a lease TTL of at most d is
+// released (not those without a lease, nor longer leases). With TTL 0,
+// OpReleaseClient releases all the client's frequencies. Either way the
+// released frequencies join the back of the free queue in the client's
+// grant order, as releases one by one would; Result.Freq is the count;
+// releasing nothing succeeds and leaves Version unchanged, so the node
+// need not log or replicate it. It costs O(frequencies the client holds
+// here). Partition.Leases and Partition.ClientLease report, per client,
+// the shortest lease TTL and the number of leased frequencies, for the
+// primary to schedule its expiry checks.
 //
 // # Request window
 //
@@ -68,18 +92,20 @@
 //
 // # Data structure and memory
 //
-// All operations are O(1) except HeldBy (O(held by that client)), Equal,
-// Snapshot and Restore (O(size + window)). State is kept in dense
-// per-offset arrays, offset = frequency - First:
+// All operations are O(1) except HeldBy, ClientLease and client releases
+// (O(held by that client)), Leases (O(held)), Equal, Snapshot and Restore
+// (O(size + window)). State is kept in dense per-offset arrays, offset =
+// frequency - First:
 //
 //	holder []uint32 // interned client slot, 0 = free         4 bytes
 //	since  []int64  // grant time, unix ns                    8 bytes
+//	ttl    []uint32 // lease TTL in ms, 0 = none (or free)    4 bytes
 //	next   []uint32 // intrusive doubly-linked list links     4 bytes
 //	prev   []uint32 //                                        4 bytes
 //
 // Every frequency is in exactly one list: the free FIFO queue or its
-// holder's list. That is 20 bytes per frequency, free or held (measured by
-// TestMemoryPerHeld and BenchmarkHeldMemory at about 20-21 bytes per held
+// holder's list. That is 24 bytes per frequency, free or held (measured by
+// TestMemoryPerHeld and BenchmarkHeldMemory at about 24-25 bytes per held
 // frequency with 1M held across 1000 clients, with or without a request id
 // on every grant). Client ids are interned: one copy of each distinct
 // id, in a slot with its list head, tail and count (about 32 bytes) plus one
@@ -95,28 +121,35 @@
 //
 // Slot numbers are internal: Snapshot writes clients sorted by id, so the
 // snapshot bytes depend only on the logical state (free order, holders,
-// grant times, each client's grant order and the version), never on slot
-// numbers or map order.
+// grant times, TTLs, each client's grant order and the version), never on
+// slot numbers or map order.
 //
 // # Snapshot format
 //
-// Version byte 2, then uvarints id, first, last, version, the free count
+// Version byte 3, then uvarints id, first, last, version, the free count
 // and the free queue as zig-zag deltas of offsets; the client count and for
 // each client (ascending id) its id, held count, and each held offset
-// (zig-zag delta) with its grant time (varint); the request record count
+// (zig-zag delta) with its grant time (varint) and lease TTL in
+// milliseconds (uvarint, 0 for none); the request record count
 // and each record oldest first: key (8 bytes, little-endian), kind byte
 // (1 grant, 2 note), value (uvarint: frequency or partition id) and time
 // (varint; 0 for a note); then a CRC-32C of all that, little-endian.
 // Restore is strict: it rejects a bad checksum, non-minimal varints,
 // unsorted or duplicate clients, any frequency missing or present twice,
 // more than DedupWindow records, duplicate record keys, unknown kinds,
-// grant records outside the range, and trailing bytes, all wrapping
-// freqd.ErrInvalidArgument. Version 1 (no window) is not read.
+// grant records outside the range, TTLs neither 0 nor in MinTTL..MaxTTL,
+// and trailing bytes, all wrapping freqd.ErrInvalidArgument. Version 2
+// (the same without TTLs) is read as no frequency leased; Snapshot always
+// writes version 3. Version 1 (no window) is not read.
 //
 // # Command encoding
 //
 // Commands travel from the primary to the replicas as Command.MarshalBinary
-// bytes: version byte 2, op, flags (bit 0: Any), uvarint Freq, varint At,
+// bytes: version byte 4, op (1 grant, 2 release, 3 note, 4
+// release-client), flags (bit 0: Any), uvarint Freq, varint At, uvarint
+// TTL in milliseconds (non-zero only on a grant or a client release),
 // then the client id and the request id, each a uvarint length and its
-// bytes. The decoder is as strict as Restore.
+// bytes, and varint Since (non-zero only on a release). The decoder is as
+// strict as Restore; it reads only version 4, as older encodings were
+// never persisted.
 package partition

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/freqd/freqd"
 )
@@ -16,15 +17,25 @@ func FuzzCommandUnmarshal(f *testing.F) {
 		{Op: OpRelease, Client: "", Freq: 0, At: 1 << 62},
 		{Op: OpGrant, Client: "c", Request: "req-1", Any: true, At: 9},
 		{Op: OpNote, Client: "c", Request: "req-1", Freq: 3},
+		{Op: OpRelease, Client: "c", Freq: 3, Since: 9},
+		{Op: OpGrant, Client: "c", Any: true, At: 9, TTL: MinTTL},
+		{Op: OpGrant, Client: "c", Request: "r", Freq: 7, TTL: MaxTTL},
+		{Op: OpReleaseClient, Client: "c", At: 4},
+		{Op: OpReleaseClient, Client: "c", TTL: 90 * time.Second},
 	} {
 		b, _ := c.MarshalBinary()
 		f.Add(b)
 	}
 	f.Add([]byte{})
-	f.Add([]byte{2, 1, 0, 0x80, 0x00, 0, 0, 0})
-	f.Add([]byte{2, 2, 1, 0, 0, 0, 0})
-	f.Add([]byte{2, 3, 0, 0, 0, 1, 'a', 0})
-	f.Add([]byte{2, 1, 0, 0, 0, 1, 'a', 0x81, 1})
+	f.Add([]byte{4, 1, 0, 0x80, 0x00, 0, 0, 0, 0})
+	f.Add([]byte{4, 2, 1, 0, 0, 0, 0, 0})
+	f.Add([]byte{4, 3, 0, 0, 0, 0, 1, 'a', 0})
+	f.Add([]byte{4, 1, 0, 0, 0, 0, 1, 'a', 0x81, 1})
+	f.Add([]byte{4, 1, 0, 0, 0, 0xe7, 0x07, 1, 'a', 0, 0})                  // ttl 999 ms
+	f.Add([]byte{4, 2, 0, 0, 0, 0xe8, 0x07, 1, 'a', 0, 0})                  // ttl on a release
+	f.Add([]byte{4, 4, 0, 1, 0, 0, 1, 'a', 0, 0})                           // release-client with a frequency
+	f.Add([]byte{4, 4, 0, 0, 0, 0x80, 0xb8, 0x99, 0x29, 1, 'a', 1, 'r', 0}) // with a request
+	f.Add([]byte{3, 1, 0, 0, 0, 1, 'a', 0, 0})                              // version 3
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var c Command
 		if err := c.UnmarshalBinary(b); err != nil {
@@ -60,6 +71,13 @@ func FuzzRestore(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{2, 0, 10, 12, 0, 3, 2, 2, 2, 0, 0})
+	f.Add([]byte{3, 0, 10, 12, 0, 3, 2, 2, 2, 0, 0})
+	// Version 3, 10-12 all held: "a" 12 (1s lease) and 10 (24h), "b" 11
+	// (no lease), then a window of one grant record.
+	f.Add([]byte{3, 0, 10, 12, 3, 0, 2, 1, 'a', 2, 6, 2, 0xe8, 0x07, 3, 4, 0x80, 0xb8, 0x99, 0x29,
+		1, 'b', 1, 4, 6, 0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 1, 11, 2})
+	// Version 2: the same without TTLs.
+	f.Add([]byte{2, 0, 10, 12, 3, 0, 2, 1, 'a', 2, 6, 2, 3, 4, 1, 'b', 1, 4, 6, 1, 7, 0, 0, 0, 0, 0, 0, 0, 1, 11, 2})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, in := range [][]byte{b, withCRC(b)} {
 			p, err := Restore(in)
@@ -73,7 +91,18 @@ func FuzzRestore(f *testing.F) {
 				t.Fatalf("restored partition breaks an invariant: %v", err)
 			}
 			again, err := p.Snapshot()
-			if err != nil || string(again) != string(in) {
+			if in[0] == snapshotVersionV2 {
+				// Read as no leases; written as version 3.
+				for f := uint64(p.First()); f <= uint64(p.Last()); f++ {
+					if p.TTL(uint32(f)) != 0 {
+						t.Fatalf("v2 snapshot restored with a lease on %d", f)
+					}
+				}
+				q, qerr := Restore(again)
+				if err != nil || again[0] != snapshotVersion || qerr != nil || !q.Equal(p) {
+					t.Fatalf("v2 restore/snapshot/restore: %x -> %x (%v, %v)", in, again, err, qerr)
+				}
+			} else if err != nil || string(again) != string(in) {
 				t.Fatalf("restore/snapshot not identity: %x -> %x (%v)", in, again, err)
 			}
 			// It keeps working: a few commands, against the reference
@@ -98,7 +127,7 @@ func refOf(p *Partition) *ref {
 		}
 		r.byClient[cl.id] = p.HeldBy(cl.id)
 		for _, f := range r.byClient[cl.id] {
-			r.held[f] = refHold{cl.id, p.since[f-p.first]}
+			r.held[f] = refHold{cl.id, p.since[f-p.first], p.TTL(f)}
 		}
 	}
 	return r
@@ -107,7 +136,11 @@ func refOf(p *Partition) *ref {
 // FuzzApply drives a partition and the reference with a command sequence
 // decoded from the input: byte 0 is the size, then 3 bytes per command
 // (kind, client, frequency). kind%10 picks the op (or a snapshot/restore),
-// kind/10 the request id. The frequency byte is the target of a note.
+// kind/10 the request id. The client byte picks the client (low 2 bits)
+// and the TTL (the next 3). The frequency byte is the target of a note.
+// Kind 6 is a client release with the request and frequency cleared;
+// 206 is one with its frequency kept and 216 with a request (both
+// rejected); 226 and above are unknown ops.
 func FuzzApply(f *testing.F) {
 	f.Add([]byte{5, 0, 0, 0, 0, 1, 0, 2, 0, 0, 2, 0, 0})
 	f.Add([]byte{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 2, 0, 0, 0, 1, 0})
@@ -115,6 +148,12 @@ func FuzzApply(f *testing.F) {
 	// Requests: grant r1, retry, release, retry (a new grant), snapshot,
 	// note r1, retry (a new grant again), note r2.
 	f.Add([]byte{4, 20, 0, 0, 20, 0, 0, 24, 0, 1, 20, 0, 0, 27, 0, 0, 28, 0, 3, 20, 0, 0, 39, 1, 7, 32, 1, 2, 32, 1, 2})
+	// Leases: "a" takes three (1s, 2s, none), "b" one (1s); "a" releases
+	// its leases up to 1s, snapshot, then up to 2s, then all; "b" all.
+	f.Add([]byte{8, 0, 4, 0, 0, 8, 0, 0, 0, 0, 0, 5, 0, 6, 4, 0, 7, 0, 0, 6, 8, 0, 6, 0, 0, 6, 1, 0})
+	// A client release with a request, with a frequency, a bad TTL, and
+	// an unknown op.
+	f.Add([]byte{4, 0, 0, 0, 16, 0, 0, 206, 0, 1, 216, 0, 0, 6, 24, 0, 246, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) == 0 {
 			return
@@ -125,21 +164,35 @@ func FuzzApply(f *testing.F) {
 		p, r := New(0, first, last), newRef(0, first, last)
 		clients := []string{"a", "b", "c", ""}
 		requests := []string{"", "", "r1", "r2", "r3"}
+		ttls := []time.Duration{0, MinTTL, 2 * time.Second, 0, MinTTL, MaxTTL, 999 * time.Millisecond, 3 * time.Second}
 		for i := 1; i+2 < len(b); i += 3 {
 			kind, cl, fb := b[i], b[i+1], b[i+2]
 			c := Command{
 				Client: clients[int(cl)%len(clients)], Request: requests[int(kind/10)%len(requests)],
 				Freq: first - 1 + uint32(fb)%(size+2), At: int64(i),
 			}
+			ttl := ttls[int(cl>>2)%len(ttls)]
 			switch kind % 10 {
 			case 0, 1:
-				c.Op, c.Any = OpGrant, true
+				c.Op, c.Any, c.TTL = OpGrant, true, ttl
 			case 2, 3:
-				c.Op = OpGrant
+				c.Op, c.TTL = OpGrant, ttl
 			case 4, 5:
 				c.Op = OpRelease
+				if cl >= 128 {
+					c.TTL = ttl // rejected unless 0
+				}
 			case 6:
-				c.Op = Op(kind)
+				switch {
+				case kind < 200:
+					c.Op, c.TTL, c.Request, c.Freq = OpReleaseClient, ttl, "", 0
+				case kind == 206:
+					c.Op, c.TTL, c.Request = OpReleaseClient, ttl, ""
+				case kind == 216:
+					c.Op, c.TTL, c.Request, c.Freq = OpReleaseClient, ttl, "r1", 0
+				default:
+					c.Op = Op(kind)
+				}
 			case 8, 9:
 				c.Op, c.Freq = OpNote, uint32(fb)
 			case 7:

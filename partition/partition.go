@@ -1,8 +1,11 @@
 package partition
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/freqd/freqd"
 )
@@ -17,10 +20,11 @@ const none = ^uint32(0)
 
 // Result is the outcome of Apply. On success Freq is the frequency granted
 // or released and Since its grant time (for a release, the time of the
-// grant being ended); for OpNote, Freq is the target partition. Dup is set
-// when a grant was answered from the request window: a retry of a grant
-// already made, with nothing changed. On failure Err wraps a freqd
-// sentinel and Freq, Since and Dup are zero.
+// grant being ended); for OpNote, Freq is the target partition; for
+// OpReleaseClient, Freq is the number of frequencies released (maybe 0)
+// and Since is 0. Dup is set when a grant was answered from the request
+// window: a retry of a grant already made, with nothing changed. On
+// failure Err wraps a freqd sentinel and Freq, Since and Dup are zero.
 //
 // Dup sits next to Freq so Result stays 32 bytes: larger, the compiler
 // returns it through memory, which costs a grant about 30 ns.
@@ -37,6 +41,7 @@ type client struct {
 	id         string
 	head, tail uint32
 	count      uint32 // frequencies held; 0 means the slot is free
+	leased     uint32 // of which leased (ttl > 0)
 }
 
 // Partition is the state of one partition. It is not safe for concurrent
@@ -48,6 +53,7 @@ type Partition struct {
 
 	holder []uint32 // per offset: client slot, 0 = free
 	since  []int64  // per offset: grant time of a held frequency, 0 if free
+	ttl    []uint32 // per offset: lease TTL of a held frequency in ms, 0 if free or not leased
 	next   []uint32 // per offset: next in its list, none at the end
 	prev   []uint32 // per offset: previous in its list, none at the head
 
@@ -87,6 +93,7 @@ func alloc(id int, first, last uint32) *Partition {
 		id: id, first: first, last: last,
 		holder:   make([]uint32, n),
 		since:    make([]int64, n),
+		ttl:      make([]uint32, n),
 		next:     make([]uint32, n),
 		prev:     make([]uint32, n),
 		freeHead: none, freeTail: none,
@@ -118,8 +125,10 @@ func (p *Partition) Held() int { return len(p.holder) - p.free }
 func (p *Partition) Clients() int { return len(p.index) }
 
 // Version returns the number of commands that changed the state
-// (successful grants and releases, and notes; not failures, idempotent
-// re-grants nor grants answered from the request window).
+// (successful grants and releases, notes, and client releases that
+// released at least one frequency; not failures, idempotent re-grants,
+// grants answered from the request window nor client releases that
+// released nothing).
 // Two reads with the same Version saw the same state, which is how a
 // caller proves the partition was full at one instant.
 func (p *Partition) Version() uint64 { return p.version }
@@ -129,8 +138,10 @@ func (p *Partition) Version() uint64 { return p.version }
 //   - Grant with Any: the free frequency released longest ago; a full
 //     partition is freqd.ErrNoFrequency.
 //   - Grant of Freq: free, it is granted; held by the same client, success
-//     with the original grant time and no change; held by another client,
+//     with the original grant time and no change (the TTL of the original
+//     grant stays, whatever this one's); held by another client,
 //     freqd.ErrAlreadyHeld.
+//   - A grant records its TTL with the frequency (Partition.TTL).
 //   - Grant with a Request (either form): if the request window holds a
 //     grant record for (Client, Request) whose frequency Client still
 //     holds with the same grant time, that grant is returned with Dup set
@@ -146,10 +157,18 @@ func (p *Partition) Version() uint64 { return p.version }
 //   - Note: records in the window that Request of Client was placed in
 //     partition Freq, replacing any record of that request; the result
 //     is Freq, and Version goes up.
+//   - Release-client: with TTL 0 every frequency Client holds, with a TTL
+//     every one it holds with a lease TTL of 1..TTL (not those without a
+//     lease), is released in grant order, each joining the back of the
+//     free queue as a release does. The result's Freq is the number
+//     released; releasing nothing is no error, and Version goes up by one
+//     only if something was released. O(frequencies held by Client).
 //   - Freq outside the partition: freqd.ErrOutOfRange.
 //   - An empty or oversized Client: freqd.ErrInvalidClientID. An unknown
-//     op, Any on other than a grant, an oversized Request, or a note
-//     without one: freqd.ErrInvalidArgument.
+//     op, Any on other than a grant, Since on other than a release, an
+//     invalid TTL (see Command.TTL) or one on other than a grant or
+//     release-client, an oversized Request, a note without one, or a
+//     release-client with a Request or Freq: freqd.ErrInvalidArgument.
 //
 // Recording a request when the window already holds DedupWindow records
 // evicts the oldest one.
@@ -184,6 +203,8 @@ func (p *Partition) Apply(c Command) Result {
 		return res
 	case OpRelease:
 		return p.release(&c)
+	case OpReleaseClient:
+		return p.releaseClient(&c)
 	default: // OpNote
 		p.window.put(requestKey(c.Client, c.Request), RecordNote, c.Freq, 0)
 		p.version++
@@ -241,17 +262,18 @@ func (p *Partition) grantFreq(c *Command) Result {
 // grant moves free offset off to client c.Client's list.
 func (p *Partition) grant(off uint32, c *Command) {
 	p.unlinkFree(off)
-	p.linkHeld(off, p.intern(c.Client), c.At)
+	p.linkHeld(off, p.intern(c.Client), c.At, ttlMS(c.TTL))
 	p.version++
 }
 
-// linkHeld records off as held by the client in slot since the given time,
-// appending it to that client's list (so HeldBy is in grant order). off
-// must be in no list.
-func (p *Partition) linkHeld(off, slot uint32, since int64) {
+// linkHeld records off as held by the client in slot since the given time
+// with a lease TTL of ttl ms (0: no lease), appending it to that client's
+// list (so HeldBy is in grant order). off must be in no list.
+func (p *Partition) linkHeld(off, slot uint32, since int64, ttl uint32) {
 	cl := &p.clients[slot]
 	p.holder[off] = slot
 	p.since[off] = since
+	p.ttl[off] = ttl
 	p.prev[off], p.next[off] = cl.tail, none
 	if cl.tail == none {
 		cl.head = off
@@ -260,6 +282,9 @@ func (p *Partition) linkHeld(off, slot uint32, since int64) {
 	}
 	cl.tail = off
 	cl.count++
+	if ttl != 0 {
+		cl.leased++
+	}
 }
 
 func (p *Partition) release(c *Command) Result {
@@ -279,12 +304,43 @@ func (p *Partition) release(c *Command) Result {
 		return Result{Err: fmt.Errorf("partition %d (%d-%d): frequency %d: the grant made at %d has ended (it is held under a grant made at %d): %w",
 			p.id, p.first, p.last, c.Freq, c.Since, since, freqd.ErrNotHeld)}
 	}
+	// free1, by hand: the compiler does not inline it on this hot path.
 	p.unlinkHeld(h, off)
-	p.holder[off] = 0
-	p.since[off] = 0
+	p.holder[off], p.since[off], p.ttl[off] = 0, 0, 0
 	p.pushFree(off)
 	p.version++
 	return Result{Freq: c.Freq, Since: since}
+}
+
+// releaseClient applies OpReleaseClient: it walks the client's list once,
+// in grant order, so it is O(held by the client).
+func (p *Partition) releaseClient(c *Command) Result {
+	slot, ok := p.index[c.Client]
+	if !ok {
+		return Result{}
+	}
+	limit := ttlMS(c.TTL)
+	n := uint32(0)
+	for off := p.clients[slot].head; off != none; {
+		next := p.next[off] // free1 relinks off
+		if t := p.ttl[off]; limit == 0 || (t != 0 && t <= limit) {
+			p.free1(slot, off)
+			n++
+		}
+		off = next
+	}
+	if n > 0 {
+		p.version++
+	}
+	return Result{Freq: n}
+}
+
+// free1 moves off, held by the client in slot, to the back of the free
+// queue, dropping the client if it holds nothing more.
+func (p *Partition) free1(slot, off uint32) {
+	p.unlinkHeld(slot, off)
+	p.holder[off], p.since[off], p.ttl[off] = 0, 0, 0
+	p.pushFree(off)
 }
 
 // unlinkFree removes free offset off from the free queue.
@@ -331,6 +387,9 @@ func (p *Partition) unlinkHeld(slot, off uint32) {
 		p.prev[n] = v
 	}
 	cl.count--
+	if p.ttl[off] != 0 {
+		cl.leased--
+	}
 	if cl.count == 0 {
 		delete(p.index, cl.id)
 		*cl = client{}
@@ -374,6 +433,74 @@ func (p *Partition) Holder(f uint32) (client string, since int64, held bool, err
 	return p.clients[h].id, p.since[off], true, nil
 }
 
+// TTL returns the lease TTL of f: 0 if f is free, held without a lease,
+// or outside the partition.
+func (p *Partition) TTL(f uint32) time.Duration {
+	off, ok := p.offset(f)
+	if !ok {
+		return 0
+	}
+	return time.Duration(p.ttl[off]) * time.Millisecond
+}
+
+// Leases calls fn for every client holding at least one leased frequency
+// (a TTL above 0), in ascending order of client id, with the smallest TTL
+// among its leased frequencies and how many it holds. fn must not change
+// p. O(held), plus sorting the clients.
+func (p *Partition) Leases(fn func(client string, minTTL time.Duration, leased int)) {
+	type lease struct {
+		slot   uint32
+		min    uint32
+		leased int
+	}
+	ls := make([]lease, 0, len(p.index))
+	for slot := 1; slot < len(p.clients); slot++ {
+		if p.clients[slot].count == 0 {
+			continue
+		}
+		if m, n := p.lease(uint32(slot)); n > 0 {
+			ls = append(ls, lease{uint32(slot), m, n})
+		}
+	}
+	slices.SortFunc(ls, func(a, b lease) int { return cmp.Compare(p.clients[a.slot].id, p.clients[b.slot].id) })
+	for _, l := range ls {
+		fn(p.clients[l.slot].id, time.Duration(l.min)*time.Millisecond, l.leased)
+	}
+}
+
+// ClientLease returns the smallest lease TTL among client's leased
+// frequencies and how many it holds, (0, 0) if none. O(held by client).
+func (p *Partition) ClientLease(client string) (minTTL time.Duration, leased int) {
+	slot, ok := p.index[client]
+	if !ok {
+		return 0, 0
+	}
+	m, n := p.lease(slot)
+	return time.Duration(m) * time.Millisecond, n
+}
+
+// LeasedBy returns how many leased frequencies client holds. O(1).
+func (p *Partition) LeasedBy(client string) int {
+	if slot, ok := p.index[client]; ok {
+		return int(p.clients[slot].leased)
+	}
+	return 0
+}
+
+// lease returns the smallest TTL (ms) among the leased frequencies of the
+// client in slot, and how many there are.
+func (p *Partition) lease(slot uint32) (minMS uint32, leased int) {
+	for off := p.clients[slot].head; off != none; off = p.next[off] {
+		if t := p.ttl[off]; t != 0 {
+			if leased == 0 || t < minMS {
+				minMS = t
+			}
+			leased++
+		}
+	}
+	return minMS, leased
+}
+
 // HeldBy returns the frequencies client holds, in grant order (oldest
 // first), or nil. O(held by client).
 func (p *Partition) HeldBy(client string) []uint32 {
@@ -400,9 +527,9 @@ func (p *Partition) FreeOrder() []uint32 {
 }
 
 // Equal reports whether p and q have the same id, range, version, free
-// queue order, holders with their grant times and grant order, and request
-// window (records in order). Slot numbers, which are internal, are not
-// compared.
+// queue order, holders with their grant times, TTLs and grant order, and
+// request window (records in order). Slot numbers, which are internal, are
+// not compared.
 func (p *Partition) Equal(q *Partition) bool {
 	if p == nil || q == nil {
 		return p == q
@@ -421,7 +548,7 @@ func (p *Partition) Equal(q *Partition) bool {
 	}
 	for off := range p.holder {
 		hp, hq := p.holder[off], q.holder[off]
-		if (hp == 0) != (hq == 0) || p.since[off] != q.since[off] {
+		if (hp == 0) != (hq == 0) || p.since[off] != q.since[off] || p.ttl[off] != q.ttl[off] {
 			return false
 		}
 		if hp != 0 && p.clients[hp].id != q.clients[hq].id {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/freqd/freqd"
 )
@@ -218,8 +219,25 @@ func TestNewEdges(t *testing.T) {
 	}
 }
 
+// testTTLs are the lease TTLs randomCommand draws from: mostly valid,
+// with no lease the most common, a few equal ones and the bounds.
+var testTTLs = []time.Duration{0, 0, 0, 0, MinTTL, MinTTL, 2 * time.Second, 1500 * time.Millisecond, 30 * time.Second, MaxTTL}
+
+// badTTLs are invalid TTLs.
+var badTTLs = []time.Duration{-time.Second, MinTTL - time.Millisecond, MaxTTL + time.Millisecond, time.Second + time.Microsecond, 1}
+
+// randomTTL returns a TTL from testTTLs, or rarely from badTTLs.
+func randomTTL(rng *rand.Rand) time.Duration {
+	if rng.IntN(50) == 0 {
+		return badTTLs[rng.IntN(len(badTTLs))]
+	}
+	return testTTLs[rng.IntN(len(testTTLs))]
+}
+
 // randomCommand draws a command biased towards interesting cases: request
-// ids from a small set, so retries and replaced records are common.
+// ids from a small set, so retries and replaced records are common; lease
+// TTLs from a small set, so client releases by TTL split a client's
+// frequencies.
 func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
 	c := Command{Client: testClients[rng.IntN(len(testClients))], At: at}
 	if rng.IntN(3) > 0 {
@@ -234,19 +252,28 @@ func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
 		f = last + 1
 	}
 	c.Freq = f
-	switch k := rng.IntN(100); {
-	case k < 35:
-		c.Op, c.Any = OpGrant, true
-	case k < 55:
-		c.Op = OpGrant
-	case k < 60:
+	switch k := rng.IntN(200); {
+	case k < 68:
+		c.Op, c.Any, c.TTL = OpGrant, true, randomTTL(rng)
+	case k < 108:
+		c.Op, c.TTL = OpGrant, randomTTL(rng)
+	case k < 118:
 		c.Op, c.Freq = OpNote, uint32(rng.IntN(4))
-	case k < 97:
+	case k < 186:
 		c.Op = OpRelease
-	case k < 98:
+	case k < 192:
+		// Mostly well formed: no request, no frequency.
+		c.Op, c.TTL, c.Request = OpReleaseClient, randomTTL(rng), ""
+		if rng.IntN(10) > 0 {
+			c.Freq = 0
+		}
+	case k < 194:
 		c.Op = Op(rng.IntN(256))
-	case k < 99:
+	case k < 196:
 		c.Client = ""
+	case k < 198:
+		// A valid TTL on any op; only grant and release-client allow it.
+		c.Op, c.TTL = Op(1+rng.IntN(4)), MinTTL
 	default:
 		c.Op, c.Any = OpRelease, true
 	}
@@ -254,21 +281,39 @@ func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
 }
 
 // TestModel runs seeded random command sequences against the reference
-// model and compares every result and, periodically, the whole state.
+// model and compares every result and, periodically, the whole state. It
+// also checks that the sequences reach the interesting client releases.
 func TestModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(42, 7))
+	var all, expired, partial, none int // client release outcomes
 	for iter := range 200 {
 		first := uint32(1 + rng.IntN(1000))
 		last := first + uint32(rng.IntN(20))
 		p, r := New(iter, first, last), newRef(iter, first, last)
 		for i := range 300 {
 			c := randomCommand(rng, first, last, int64(i))
-			step(t, p, r, c)
+			res := step(t, p, r, c)
+			if c.Op == OpReleaseClient && res.Err == nil {
+				switch {
+				case res.Freq == 0:
+					none++
+				case c.TTL == 0:
+					all++
+				case p.HeldBy(c.Client) != nil:
+					partial++ // some kept: unleased or longer leases
+				default:
+					expired++
+				}
+			}
 			if i%17 == 0 {
 				compare(t, p, r)
 			}
 		}
 		compare(t, p, r)
+	}
+	t.Logf("client releases: %d all, %d expired all, %d expired some, %d released nothing", all, expired, partial, none)
+	if all < 50 || expired < 20 || partial < 20 || none < 20 {
+		t.Fatal("the random commands no longer cover client releases well")
 	}
 }
 
@@ -368,6 +413,13 @@ func TestEqualDetectsDifferences(t *testing.T) {
 			return p
 		}},
 		{"other version", func() *Partition { p := base(); p.version++; return p }},
+		{"other ttl", func() *Partition {
+			p := New(0, 0, 7)
+			p.Apply(grant("a", 1, 10))
+			p.Apply(Command{Op: OpGrant, Client: "a", Freq: 2, At: 11, TTL: time.Second})
+			p.Apply(grant("b", 3, 12))
+			return p
+		}},
 		{"nil", func() *Partition { return nil }},
 	}
 	for _, tt := range tests {
@@ -417,7 +469,8 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 // TestRestoreRejects builds corrupt bodies with a valid checksum, so the
-// structural checks (not the CRC) must catch them.
+// structural checks (not the CRC) must catch them. Bodies are version 3
+// unless the case says v2.
 func TestRestoreRejects(t *testing.T) {
 	u := func(vs ...uint64) []byte {
 		var b []byte
@@ -434,16 +487,20 @@ func TestRestoreRejects(t *testing.T) {
 		return b
 	}
 	cat := func(parts ...[]byte) []byte { return slices.Concat(parts...) }
-	hdr := func(first, last, version, nfree uint64) []byte {
-		return cat([]byte{2}, u(0, first, last, version, nfree))
+	hdrV := func(v byte, first, last, version, nfree uint64) []byte {
+		return cat([]byte{v}, u(0, first, last, version, nfree))
 	}
+	hdr := func(first, last, version, nfree uint64) []byte { return hdrV(3, first, last, version, nfree) }
+	// held is one held frequency in version 3: offset delta, grant time,
+	// TTL in ms.
+	held := func(d, since int64, ttl uint64) []byte { return cat(z(d, since), u(ttl)) }
 	key := func(k uint64) []byte { return binary.LittleEndian.AppendUint64(nil, k) }
 	rec := func(k uint64, kind byte, value uint64, since int64) []byte {
 		return cat(key(k), []byte{kind}, u(value), z(since))
 	}
-	// oneHeld is a body up to the window: 10-12, 11 held by "a" since 77,
-	// version 5.
-	oneHeld := cat(hdr(10, 12, 5, 2), z(1, 2), u(1, 1), []byte("a"), u(1), z(2, 77))
+	// oneHeld is a body up to the window: 10-12, 11 held by "a" since 77
+	// with a 5s lease, version 5.
+	oneHeld := cat(hdr(10, 12, 5, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 5000))
 	many := u(DedupWindow + 1)
 	for i := range DedupWindow + 1 {
 		many = append(many, rec(uint64(i), 2, 1, 0)...)
@@ -454,16 +511,26 @@ func TestRestoreRejects(t *testing.T) {
 		win        []byte // the window section; nil means none (count 0)
 	}{
 		{"valid all free", "", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
-		{"valid one held", "", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(3, 77)), nil},
+		{"valid one held", "", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), held(3, 77, 0)), nil},
+		{"valid leases", "", cat(hdr(10, 12, 3, 0), u(2, 1), []byte("a"), u(2), held(3, 77, 1000), held(-2, 78, 86_400_000), u(1), []byte("b"), u(1), held(2, 79, 0)), nil},
 		{"valid window", "", oneHeld, cat(u(3), rec(7, 1, 11, 77), rec(1<<63, 2, 4, 0), rec(9, 1, 12, -3))},
 		{"valid window note max", "", oneHeld, cat(u(1), rec(7, 2, math.MaxUint32, 0))},
-		{"bad version 1", "unknown version 1", cat([]byte{1}, u(0, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
-		{"bad version 3", "unknown version 3", cat([]byte{3}, u(0, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"valid v2 all free", "", cat(hdrV(2, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"valid v2 held", "", cat(hdrV(2, 10, 12, 3, 0), u(2, 1), []byte("a"), u(2), z(3, 77), z(-2, 78), u(1), []byte("b"), u(1), z(2, 79)), cat(u(1), rec(7, 1, 11, 77))},
+		{"bad version 1", "unknown version 1", cat(hdrV(1, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"bad version 4", "unknown version 4", cat(hdrV(4, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"ttl below min", "frequency 11: lease ttl 999 ms is neither 0 nor in 1s..24h0m0s", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 999)), nil},
+		{"ttl above max", "lease ttl 86400001 ms", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 86_400_001)), nil},
+		{"ttl too big", "lease ttl 18446744073709551615 ms", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, math.MaxUint64)), nil},
+		{"ttl non-minimal", "lease ttl: non-minimal", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), z(2, 77), []byte{0x80, 0x00}), nil},
+		{"ttl missing", "lease ttl: unexpected end", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), z(2, 77)), []byte{}},
+		// The TTL byte 0 is read as the window count; the real count 0 is trailing.
+		{"v3 body labelled v2", "1 trailing bytes", cat(hdrV(2, 10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 0)), nil},
 		{"window over capacity", "8193 request records: more than 8192", cat(hdr(0, 0, 1<<20, 1), z(1), u(0)), many},
 		{"window short", "does not fit", oneHeld, cat(u(2), rec(7, 1, 11, 77))},
 		{"window record truncated", "request time: unexpected end", oneHeld, cat(u(1), rec(7, 1, 11, 1<<62)[:15])},
 		{"window missing", "request count: unexpected end", oneHeld, []byte{}},
-		{"version below records", "version 1 is below the 2 request records", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), z(2, 77)), cat(u(2), rec(1, 2, 0, 0), rec(2, 2, 0, 0))},
+		{"version below records", "version 1 is below the 2 request records", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 0)), cat(u(2), rec(1, 2, 0, 0), rec(2, 2, 0, 0))},
 		{"duplicate key", "appears twice", oneHeld, cat(u(2), rec(7, 2, 1, 0), rec(7, 1, 11, 77))},
 		{"kind zero", "unknown record kind(0)", oneHeld, cat(u(1), rec(7, 0, 11, 77))},
 		{"kind three", "unknown record kind(3)", oneHeld, cat(u(1), rec(7, 3, 11, 77))},
@@ -480,17 +547,17 @@ func TestRestoreRejects(t *testing.T) {
 		{"free out of range", "out of range", cat(hdr(10, 12, 0, 3), z(1, 1, 5), u(0)), nil},
 		{"negative offset", "out of range", cat(hdr(10, 12, 0, 3), z(-3, 1, 1), u(0)), nil},
 		{"trailing", "trailing", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0), []byte{0}), nil},
-		{"non-minimal varint", "non-minimal", cat([]byte{2}, []byte{0x80, 0x00}, u(10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
-		{"empty client id", "id length 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 0), u(1), z(1, 77)), nil},
+		{"non-minimal varint", "non-minimal", cat([]byte{3}, []byte{0x80, 0x00}, u(10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"empty client id", "id length 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 0), u(1), held(1, 77, 0)), nil},
 		{"client holds nothing", "held count 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(0)), nil},
-		{"version below held", "version 0 is below", cat(hdr(10, 12, 0, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(1, 77)), nil},
-		{"held twice", "appears twice", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), z(3, 5), u(1), []byte("b"), u(1), z(1, 6)), nil},
-		{"unsorted clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("b"), u(1), z(2, 5), u(1), []byte("a"), u(1), z(3, 6)), nil},
-		{"duplicate clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), z(2, 5), u(1), []byte("a"), u(1), z(3, 6)), nil},
-		{"too many clients", "clients for", cat(hdr(10, 12, 1, 2), z(1, 1), u(2, 1), []byte("a"), u(1), z(1, 77)), nil},
-		{"count too large", "held count 2", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(2), z(1, 77)), nil},
+		{"version below held", "version 0 is below", cat(hdr(10, 12, 0, 2), z(1, 1), u(1, 1), []byte("a"), u(1), held(1, 77, 0)), nil},
+		{"held twice", "appears twice", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), held(3, 5, 0), u(1), []byte("b"), u(1), held(1, 6, 0)), nil},
+		{"unsorted clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("b"), u(1), held(2, 5, 0), u(1), []byte("a"), u(1), held(3, 6, 0)), nil},
+		{"duplicate clients", "not sorted", cat(hdr(10, 12, 2, 1), z(1), u(2, 1), []byte("a"), u(1), held(2, 5, 0), u(1), []byte("a"), u(1), held(3, 6, 0)), nil},
+		{"too many clients", "clients for", cat(hdr(10, 12, 1, 2), z(1, 1), u(2, 1), []byte("a"), u(1), held(1, 77, 0)), nil},
+		{"count too large", "held count 2", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(2), held(1, 77, 0)), nil},
 		{"short", "end of data", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), z(3)), nil},
-		{"long client id", "id length 257", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 257), make([]byte, 257), u(1), z(1, 77)), nil},
+		{"long client id", "id length 257", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 257), make([]byte, 257), u(1), held(1, 77, 0)), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -508,8 +575,22 @@ func TestRestoreRejects(t *testing.T) {
 					t.Fatal(err)
 				}
 				again, _ := p.Snapshot()
-				if string(again) != string(b) {
-					t.Fatalf("re-snapshot differs:\n%x\n%x", again, b)
+				if b[0] == 3 {
+					if string(again) != string(b) {
+						t.Fatalf("re-snapshot differs:\n%x\n%x", again, b)
+					}
+					return
+				}
+				// Version 2: no leases; the snapshot is version 3 and
+				// restores to the same state.
+				for f := uint64(p.First()); f <= uint64(p.Last()); f++ {
+					if ttl := p.TTL(uint32(f)); ttl != 0 {
+						t.Fatalf("v2 snapshot restored with TTL(%d) = %v", f, ttl)
+					}
+				}
+				q, err := Restore(again)
+				if again[0] != 3 || err != nil || !q.Equal(p) {
+					t.Fatalf("re-snapshot of a v2 snapshot: version %d, %v, equal %v", again[0], err, err == nil && q.Equal(p))
 				}
 				return
 			}

@@ -3,8 +3,10 @@ package partition
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -12,8 +14,9 @@ import (
 )
 
 // ref is a naive reference model of a partition: a free slice used as a
-// FIFO queue, a map of holdings, each client's grants in order, and the
-// request window as a slice, oldest first, searched linearly.
+// FIFO queue, a map of holdings (with their lease TTLs), each client's
+// grants in order, and the request window as a slice, oldest first,
+// searched linearly.
 type ref struct {
 	id          int
 	first, last uint32
@@ -27,6 +30,20 @@ type ref struct {
 type refHold struct {
 	client string
 	since  int64
+	ttl    time.Duration
+}
+
+// is reports whether h is client's grant made at since.
+func (h refHold) is(client string, since int64) bool { return h.client == client && h.since == since }
+
+// refTTLOK is the reference rule for Command.TTL: 0, or on a grant or a
+// client release a whole number of milliseconds from 1s to 24h.
+func refTTLOK(c Command) bool {
+	if c.TTL == 0 {
+		return true
+	}
+	return (c.Op == OpGrant || c.Op == OpReleaseClient) &&
+		c.TTL >= time.Second && c.TTL <= 24*time.Hour && c.TTL%time.Millisecond == 0
 }
 
 // refRec is a request record; key is computed by the formula the package
@@ -64,7 +81,7 @@ func (r *ref) request(client, request string) (Record, bool) {
 		return Record{}, false
 	}
 	rec := r.window[i]
-	if rec.kind == RecordGrant && r.held[rec.value] != (refHold{client, rec.since}) {
+	if h, ok := r.held[rec.value]; rec.kind == RecordGrant && !(ok && h.is(client, rec.since)) {
 		return Record{}, false
 	}
 	return Record{Kind: rec.kind, Value: rec.value, Since: rec.since}, true
@@ -83,14 +100,19 @@ func (r *ref) apply(c Command) Result {
 	if c.Client == "" || len(c.Client) > freqd.MaxClientIDLen {
 		return Result{Err: freqd.ErrInvalidClientID}
 	}
-	if len(c.Request) > freqd.MaxRequestIDLen {
+	if len(c.Request) > freqd.MaxRequestIDLen || !refTTLOK(c) {
 		return Result{Err: freqd.ErrInvalidArgument}
 	}
 	switch {
+	case c.Op == OpReleaseClient:
+		if c.Any || c.Request != "" || c.Freq != 0 || c.Since != 0 {
+			return Result{Err: freqd.ErrInvalidArgument}
+		}
+		return Result{Freq: r.releaseClient(c.Client, c.TTL)}
 	case c.Op == OpGrant && c.Request != "":
 		key := refKey(c.Client, c.Request)
 		if i := r.find(key); i >= 0 {
-			if rec := r.window[i]; rec.kind == RecordGrant && r.held[rec.value] == (refHold{c.Client, rec.since}) {
+			if rec := r.window[i]; rec.kind == RecordGrant && r.held[rec.value].is(c.Client, rec.since) {
 				return Result{Freq: rec.value, Since: rec.since, Dup: true}
 			}
 		}
@@ -168,8 +190,79 @@ func (r *ref) applyPlain(c Command) (uint32, int64, error) {
 	}
 }
 
+// releaseClient releases client's frequencies (ttl 0: all; else its
+// leased ones with a TTL up to ttl) and returns how many.
+func (r *ref) releaseClient(client string, ttl time.Duration) uint32 {
+	var keep []uint32
+	n := uint32(0)
+	for _, f := range r.byClient[client] {
+		if h := r.held[f]; ttl == 0 || (h.ttl > 0 && h.ttl <= ttl) {
+			delete(r.held, f)
+			r.free = append(r.free, f)
+			n++
+		} else {
+			keep = append(keep, f)
+		}
+	}
+	if len(keep) == 0 {
+		delete(r.byClient, client)
+	} else {
+		r.byClient[client] = keep
+	}
+	if n > 0 {
+		r.version++
+	}
+	return n
+}
+
+// lease is the reference of Partition.ClientLease.
+func (r *ref) lease(client string) (time.Duration, int) {
+	var m time.Duration
+	n := 0
+	for _, f := range r.byClient[client] {
+		if t := r.held[f].ttl; t > 0 {
+			if n == 0 || t < m {
+				m = t
+			}
+			n++
+		}
+	}
+	return m, n
+}
+
+// refLease is one call of the Leases callback.
+type refLease struct {
+	client string
+	min    time.Duration
+	leased int
+}
+
+// leases is the reference of Partition.Leases.
+func (r *ref) leases() []refLease {
+	var out []refLease
+	for c := range r.byClient {
+		if m, n := r.lease(c); n > 0 {
+			out = append(out, refLease{c, m, n})
+		}
+	}
+	slices.SortFunc(out, func(a, b refLease) int {
+		if a.client < b.client {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// leasesOf collects p.Leases.
+func leasesOf(p *Partition) []refLease {
+	var out []refLease
+	p.Leases(func(c string, m time.Duration, n int) { out = append(out, refLease{c, m, n}) })
+	return out
+}
+
 func (r *ref) grant(f uint32, c Command) {
-	r.held[f] = refHold{c.Client, c.At}
+	r.held[f] = refHold{c.Client, c.At, c.TTL}
 	r.byClient[c.Client] = append(r.byClient[c.Client], f)
 	r.version++
 }
@@ -222,11 +315,34 @@ func compare(t testing.TB, p *Partition, r *ref) {
 		if err != nil || held != rheld || c != h.client || since != h.since {
 			t.Fatalf("Holder(%d) = %q %d %v %v; reference %+v %v", f, c, since, held, err, h, rheld)
 		}
+		if ttl := p.TTL(uint32(f)); ttl != h.ttl {
+			t.Fatalf("TTL(%d) = %v, reference %v", f, ttl, h.ttl)
+		}
+	}
+	for _, f := range []uint32{r.first - 1, r.last + 1} {
+		if f < r.first || f > r.last { // not wrapped into the range
+			if ttl := p.TTL(f); ttl != 0 {
+				t.Fatalf("TTL(%d) outside the range = %v", f, ttl)
+			}
+		}
 	}
 	for c, l := range r.byClient {
 		if got := p.HeldBy(c); !slices.Equal(got, l) {
 			t.Fatalf("HeldBy(%q) = %v, reference %v", c, got, l)
 		}
+	}
+	for _, c := range append(slices.Collect(maps.Keys(r.byClient)), testClients...) {
+		m, n := p.ClientLease(c)
+		wm, wn := r.lease(c)
+		if m != wm || n != wn {
+			t.Fatalf("ClientLease(%q) = %v %d, reference %v %d", c, m, n, wm, wn)
+		}
+		if k := p.LeasedBy(c); k != wn {
+			t.Fatalf("LeasedBy(%q) = %d, reference %d", c, k, wn)
+		}
+	}
+	if got, want := leasesOf(p), r.leases(); !slices.Equal(got, want) {
+		t.Fatalf("Leases = %v, reference %v", got, want)
 	}
 	if got := windowOf(p); !slices.Equal(got, r.window) && !(len(got) == 0 && len(r.window) == 0) {
 		t.Fatalf("window of %d records differs from the reference's %d", len(got), len(r.window))

@@ -12,9 +12,13 @@ import (
 	"github.com/freqd/freqd"
 )
 
-// snapshotVersion is the first byte of a snapshot. Version 1 had no
-// request window and was never persisted; only version 2 is read.
-const snapshotVersion = 2
+// snapshotVersion is the first byte of a snapshot Snapshot writes.
+// Version 1 had no request window and was never persisted, and is not
+// read; version 2 has no TTLs and is read as holding no leases.
+const (
+	snapshotVersion   = 3
+	snapshotVersionV2 = 2
+)
 
 // minRecordBytes is the fewest bytes one window record takes in a
 // snapshot: 8 key, 1 kind, 1 value, 1 since.
@@ -24,12 +28,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Snapshot returns the full state of p: id, range, version, the free queue
 // in order, every client with its frequencies in grant order and their
-// grant times, and the request window oldest first, followed by a CRC-32C. The bytes depend only on the logical
-// state, so replicas in the same state produce identical snapshots. The
-// error is always nil today; it is there for the encoding.BinaryMarshaler
-// shape.
+// grant times and lease TTLs, and the request window oldest first,
+// followed by a CRC-32C (format version 3). The bytes depend only on the
+// logical state, so replicas in the same state produce identical
+// snapshots. The error is always nil today; it is there for the
+// encoding.BinaryMarshaler shape.
 func (p *Partition) Snapshot() ([]byte, error) {
-	b := make([]byte, 0, 32+2*p.free+12*p.Held()+20*p.window.len())
+	b := make([]byte, 0, 32+2*p.free+13*p.Held()+20*p.window.len())
 	b = append(b, snapshotVersion)
 	b = binary.AppendUvarint(b, uint64(p.id))
 	b = binary.AppendUvarint(b, uint64(p.first))
@@ -60,6 +65,7 @@ func (p *Partition) Snapshot() ([]byte, error) {
 		for off := cl.head; off != none; off = p.next[off] {
 			b = binary.AppendVarint(b, int64(off)-prev)
 			b = binary.AppendVarint(b, p.since[off])
+			b = binary.AppendUvarint(b, uint64(p.ttl[off]))
 			prev = int64(off)
 		}
 	}
@@ -76,15 +82,17 @@ func (p *Partition) Snapshot() ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
 }
 
-// Restore decodes a Snapshot. It is strict: a bad checksum or version,
-// non-minimal varints, a bad range, a frequency outside the range or
+// Restore decodes a Snapshot: format version 3, or version 2 (written
+// before leases), read as no frequency leased. It is strict: a bad
+// checksum or version, non-minimal varints, a bad range, a lease TTL that
+// is neither 0 nor in MinTTL..MaxTTL, a frequency outside the range or
 // missing or present twice, an empty, oversized, unsorted or duplicate
 // client id, a client holding nothing, a version below the number held or
 // the number of request records, more than DedupWindow request records, a
 // duplicate request key, an unknown record kind, a grant record outside
 // the range, a note record with a time, or trailing bytes are errors
-// wrapping freqd.ErrInvalidArgument. Memory
-// allocated is bounded by a small multiple of len(b).
+// wrapping freqd.ErrInvalidArgument. Memory allocated is bounded by a
+// small multiple of len(b).
 func Restore(b []byte) (*Partition, error) {
 	p, err := restore(b)
 	if err != nil {
@@ -101,9 +109,10 @@ func restore(b []byte) (*Partition, error) {
 	if got := crc32.Checksum(body, castagnoli); got != sum {
 		return nil, fmt.Errorf("checksum %08x, want %08x", got, sum)
 	}
-	if body[0] != snapshotVersion {
+	if body[0] != snapshotVersion && body[0] != snapshotVersionV2 {
 		return nil, fmt.Errorf("unknown version %d", body[0])
 	}
+	withTTL := body[0] == snapshotVersion
 	r := reader{b: body[1:]}
 	id := r.uvarint("id")
 	first := r.uvarint("first")
@@ -195,10 +204,17 @@ func restore(b []byte) (*Partition, error) {
 				return nil, err
 			}
 			since := r.varint("grant time")
+			var ttl uint64
+			if withTTL {
+				ttl = r.uvarint("lease ttl")
+			}
 			if r.err != nil {
 				return nil, r.err
 			}
-			p.linkHeld(off, slot, since)
+			if !validTTLMS(ttl) {
+				return nil, fmt.Errorf("frequency %d: lease ttl %d ms is neither 0 nor in %v..%v", first+uint64(off), ttl, MinTTL, MaxTTL)
+			}
+			p.linkHeld(off, slot, since, uint32(ttl))
 		}
 	}
 	if held != size-nfree {
@@ -253,9 +269,9 @@ func (p *Partition) restoreWindow(r *reader) error {
 
 // check verifies every invariant of p in O(size): each frequency is in
 // exactly one list (the free queue or its holder's), links are consistent,
-// counts match, free frequencies have no grant time, the client index
-// matches the slots, version covers the held and request record counts,
-// and the request window is consistent.
+// counts match, free frequencies have no grant time nor TTL, every TTL is
+// valid, the client index matches the slots, version covers the held and
+// request record counts, and the request window is consistent.
 func (p *Partition) check() error {
 	n := uint32(len(p.holder))
 	if n == 0 || uint64(n) != uint64(p.last)-uint64(p.first)+1 {
@@ -279,8 +295,11 @@ func (p *Partition) check() error {
 			if p.holder[off] != slot {
 				return fmt.Errorf("offset %d: holder %d, in list of slot %d", off, p.holder[off], slot)
 			}
-			if slot == 0 && p.since[off] != 0 {
-				return fmt.Errorf("free offset %d has grant time %d", off, p.since[off])
+			if slot == 0 && (p.since[off] != 0 || p.ttl[off] != 0) {
+				return fmt.Errorf("free offset %d has grant time %d or ttl %d", off, p.since[off], p.ttl[off])
+			}
+			if !validTTLMS(uint64(p.ttl[off])) {
+				return fmt.Errorf("offset %d: ttl %d ms out of range", off, p.ttl[off])
 			}
 			prev = off
 			count++

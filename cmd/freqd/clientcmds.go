@@ -4,15 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/freqd/freqd/client"
 	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
@@ -67,37 +70,44 @@ func parseFreq(s string) (uint32, error) {
 }
 
 func clientCommands() []*cobra.Command {
-	return []*cobra.Command{allocCmd(), releaseCmd(), holderCmd(), statusCmd(), membersCmd(), ringCmd(), joinCmd(), leaveCmd()}
+	return []*cobra.Command{allocCmd(), releaseCmd(), releaseAllCmd(), keepaliveCmd(), holderCmd(), statusCmd(), membersCmd(), ringCmd(), joinCmd(), leaveCmd()}
 }
 
 func allocCmd() *cobra.Command {
 	var f clientFlags
 	var id, freq string
+	var ttl time.Duration
 	cmd := &cobra.Command{
-		Use:   "alloc --client ID [--freq F]",
-		Short: "Allocate a free frequency (or frequency F) to a client",
+		Use:   "alloc --client ID [--freq F] [--ttl D]",
+		Short: "Allocate a free frequency (or frequency F) to a client, leased for D if --ttl is set",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := client.AllocateRequest{ClientID: id, TTL: ttl}
+			if freq != "" {
+				fv, err := parseFreq(freq)
+				if err != nil {
+					return err
+				}
+				req.Frequency = &fv
+			}
 			return f.run(func(ctx context.Context, c *client.Client) error {
-				var g client.Grant
-				var err error
-				if freq != "" {
-					fv, err := parseFreq(freq)
-					if err != nil {
-						return err
-					}
-					g, err = c.AllocateFrequency(ctx, id, fv)
-					if err != nil {
-						return err
-					}
-				} else if g, err = c.Allocate(ctx, id); err != nil {
+				g, err := c.AllocateWith(ctx, req)
+				if err != nil {
 					return err
 				}
 				out := cmd.OutOrStdout()
 				if f.json {
-					return printJSON(out, &freqdv1.AllocateResponse{Frequency: g.Frequency, Partition: g.Partition, Node: g.Node, Since: tsOf(g.Since)})
+					m := &freqdv1.AllocateResponse{Frequency: g.Frequency, Partition: g.Partition, Node: g.Node, Since: tsOf(g.Since), Duplicate: g.Duplicate}
+					if g.TTL > 0 {
+						m.Ttl, m.Expires = durationpb.New(g.TTL), tsOf(g.Expires)
+					}
+					return printJSON(out, m)
 				}
-				fmt.Fprintf(out, "allocated %d to %s (partition %d on %s)\n", g.Frequency, id, g.Partition, g.Node)
+				lease := ""
+				if g.TTL > 0 {
+					lease = fmt.Sprintf(", leased for %v until %s unless renewed (freqd keepalive --client %s)", g.TTL, g.Expires.Format(time.RFC3339), id)
+				}
+				fmt.Fprintf(out, "allocated %d to %s (partition %d on %s)%s\n", g.Frequency, id, g.Partition, g.Node, lease)
 				return nil
 			})
 		},
@@ -105,6 +115,7 @@ func allocCmd() *cobra.Command {
 	f.bind(cmd)
 	cmd.Flags().StringVar(&id, "client", "", "client id (required)")
 	cmd.Flags().StringVar(&freq, "freq", "", "ask for exactly this frequency")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lease the frequency for this long (1s to 24h): released unless the client renews")
 	_ = cmd.MarkFlagRequired("client")
 	return cmd
 }
@@ -142,6 +153,107 @@ func releaseCmd() *cobra.Command {
 	return cmd
 }
 
+func releaseAllCmd() *cobra.Command {
+	var f clientFlags
+	var id string
+	cmd := &cobra.Command{
+		Use:   "release-all --client ID",
+		Short: "Release every frequency a client holds, leased or not",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				freed, err := c.ReleaseAll(ctx, id)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if f.json {
+					return printJSON(out, &freqdv1.ReleaseAllResponse{Released: uint64(len(freed)), Frequencies: freed})
+				}
+				fmt.Fprintf(out, "released %d frequencies of %s%s\n", len(freed), id, listSuffix(freed))
+				return nil
+			})
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVar(&id, "client", "", "client id (required)")
+	_ = cmd.MarkFlagRequired("client")
+	return cmd
+}
+
+// listSuffix is ": a b c" for up to 20 frequencies, or "".
+func listSuffix(fs []uint32) string {
+	if len(fs) == 0 || len(fs) > 20 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(":")
+	for _, f := range fs {
+		fmt.Fprintf(&b, " %d", f)
+	}
+	return b.String()
+}
+
+func keepaliveCmd() *cobra.Command {
+	var f clientFlags
+	var id string
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use:   "keepalive --client ID [--every D]",
+		Short: "Renew every lease a client holds (once, or every D until interrupted)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			show := func(r client.Renewal) error {
+				if f.json {
+					m := &freqdv1.KeepAliveResponse{ClientId: id, Leased: r.Leased, Partitions: r.Partitions, Unconfirmed: r.Unconfirmed}
+					if !r.Expires.IsZero() {
+						m.Expires = tsOf(r.Expires)
+					}
+					return printJSON(out, m)
+				}
+				line := fmt.Sprintf("renewed %d leased frequencies of %s in %d partitions", r.Leased, id, r.Partitions)
+				if !r.Expires.IsZero() {
+					line += ", earliest expiry " + r.Expires.Format(time.RFC3339Nano)
+				}
+				if len(r.Unconfirmed) > 0 {
+					line += fmt.Sprintf("; partitions %v not reached (retry within the TTL)", r.Unconfirmed)
+				}
+				_, err := fmt.Fprintln(out, line)
+				return err
+			}
+			if every <= 0 {
+				return f.run(func(ctx context.Context, c *client.Client) error {
+					r, err := c.KeepAlive(ctx, id)
+					if err != nil {
+						return err
+					}
+					return show(r)
+				})
+			}
+			c, err := client.New(strings.Split(f.addr, ","))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			_ = c.KeepAliveLoop(ctx, id, every, func(r client.Renewal, err error) {
+				if err != nil {
+					fmt.Fprintln(cmd.ErrOrStderr(), "keepalive:", err)
+					return
+				}
+				_ = show(r)
+			})
+			return nil
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVar(&id, "client", "", "client id (required)")
+	cmd.Flags().DurationVar(&every, "every", 0, "keep renewing at this interval over one stream until interrupted (a third of the TTL is a good choice)")
+	_ = cmd.MarkFlagRequired("client")
+	return cmd
+}
+
 func holderCmd() *cobra.Command {
 	var f clientFlags
 	cmd := &cobra.Command{
@@ -164,13 +276,20 @@ func holderCmd() *cobra.Command {
 					if h.Held {
 						m.Since = tsOf(h.Since)
 					}
+					if h.TTL > 0 {
+						m.Ttl, m.Expires = durationpb.New(h.TTL), tsOf(h.Expires)
+					}
 					return printJSON(out, m)
 				}
 				if !h.Held {
 					fmt.Fprintf(out, "%d is free (partition %d on %s)\n", h.Frequency, h.Partition, h.Node)
 					return nil
 				}
-				fmt.Fprintf(out, "%d is held by %s since %s (partition %d on %s)\n", h.Frequency, h.ClientID, h.Since.Format(time.RFC3339), h.Partition, h.Node)
+				lease := ""
+				if h.TTL > 0 {
+					lease = fmt.Sprintf(", lease of %v expires %s", h.TTL, h.Expires.Format(time.RFC3339Nano))
+				}
+				fmt.Fprintf(out, "%d is held by %s since %s (partition %d on %s)%s\n", h.Frequency, h.ClientID, h.Since.Format(time.RFC3339), h.Partition, h.Node, lease)
 				return nil
 			})
 		},

@@ -29,6 +29,9 @@ type devOptions struct {
 	strategy   string
 	profile    string
 	logLevel   string
+	// dataDir holds one directory per node; "" means "data" (relative).
+	dataDir string
+	fsync   string
 }
 
 // devConfigs builds one config per node of a loopback cluster.
@@ -47,7 +50,14 @@ func devConfigs(o devOptions) ([]config.Config, error) {
 	for i := 0; i < o.nodes; i++ {
 		c := config.Default()
 		c.Node.Name = fmt.Sprintf("n%d", i+1)
-		c.Node.DataDir = filepath.Join("data", c.Node.Name)
+		base := o.dataDir
+		if base == "" {
+			base = "data"
+		}
+		c.Node.DataDir = filepath.Join(base, c.Node.Name)
+		if o.fsync != "" {
+			c.Node.Fsync = o.fsync
+		}
 		c.API.Addr = fmt.Sprintf("127.0.0.1:%d", o.apiPort+i)
 		c.Gossip.Addr = gossip[i]
 		c.Gossip.Seeds = nil
@@ -79,6 +89,15 @@ func newDevCmd() *cobra.Command {
 		Short: "Start a local cluster on loopback (3 nodes by default) until Ctrl-C",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dataDir == "" {
+				// A fresh cluster each time, unless asked to keep one.
+				tmp, err := os.MkdirTemp("", "freqd-dev-")
+				if err != nil {
+					return fmt.Errorf("data directory: %w", err)
+				}
+				defer os.RemoveAll(tmp)
+				o.dataDir = tmp
+			}
 			cfgs, err := devConfigs(o)
 			if err != nil {
 				return err
@@ -98,6 +117,8 @@ func newDevCmd() *cobra.Command {
 	f.StringVar(&o.strategy, "strategy", config.StrategyLocalFirst, "routing strategy: local-first, round-robin or most-free")
 	f.StringVar(&o.profile, "profile", config.ProfileLocal, "gossip timing profile: lan, local or fast")
 	f.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	f.StringVar(&o.dataDir, "data-dir", "", "keep the nodes' state in DIR/n1, DIR/n2, ... across runs (default: a temporary directory removed at exit)")
+	f.StringVar(&o.fsync, "fsync", config.FsyncAlways, "fsync policy: always, interval or none")
 	return cmd
 }
 
@@ -152,6 +173,9 @@ Try, from another terminal (any node answers any request):
   freqd alloc   --addr %[1]s --client bob --freq 20
   freqd holder  --addr %[1]s 20
   freqd release --addr %[1]s --client bob --freq 20
+  freqd alloc   --addr %[1]s --client dave --ttl 30s
+  freqd keepalive --addr %[1]s --client dave
+  freqd release-all --addr %[1]s --client alice
   freqd status  --addr %[1]s
   freqd members --addr %[1]s
   freqd ring    --addr %[1]s

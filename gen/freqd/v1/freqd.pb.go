@@ -14,6 +14,7 @@ package freqdv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -37,7 +38,11 @@ type AllocateRequest struct {
 	// request_id, when set (at most 128 bytes), makes the call idempotent: a
 	// retry with the same client_id and request_id returns the first grant
 	// instead of a second frequency.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// ttl, when set (1s to 24h, whole milliseconds), leases the frequency:
+	// unless client_id renews its leases (KeepAlive) within ttl, the
+	// frequency is released by the cluster.
+	Ttl           *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -93,6 +98,13 @@ func (x *AllocateRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *AllocateRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 type AllocateResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Frequency uint32                 `protobuf:"varint,1,opt,name=frequency,proto3" json:"frequency,omitempty"`
@@ -101,7 +113,10 @@ type AllocateResponse struct {
 	Partition uint32 `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
 	Node      string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
 	// duplicate is true when this answers a retry of an earlier grant.
-	Duplicate     bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// ttl and expires describe the lease, when the grant has one.
+	Ttl           *durationpb.Duration   `protobuf:"bytes,6,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires,proto3" json:"expires,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +184,20 @@ func (x *AllocateResponse) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *AllocateResponse) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *AllocateResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
 }
 
 type ReleaseRequest struct {
@@ -336,11 +365,16 @@ type HolderResponse struct {
 	Frequency uint32                 `protobuf:"varint,1,opt,name=frequency,proto3" json:"frequency,omitempty"`
 	// held is false when the frequency is free; client_id and since are then
 	// empty.
-	Held          bool                   `protobuf:"varint,2,opt,name=held,proto3" json:"held,omitempty"`
-	ClientId      string                 `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
-	Partition     uint32                 `protobuf:"varint,5,opt,name=partition,proto3" json:"partition,omitempty"`
-	Node          string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	Held      bool                   `protobuf:"varint,2,opt,name=held,proto3" json:"held,omitempty"`
+	ClientId  string                 `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Since     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Partition uint32                 `protobuf:"varint,5,opt,name=partition,proto3" json:"partition,omitempty"`
+	Node      string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	// ttl and expires describe the holder's lease, when it has one: expires
+	// is when the primary will release the frequency unless the holder
+	// renews (its clock; see docs/leases.md).
+	Ttl           *durationpb.Duration   `protobuf:"bytes,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expires,proto3" json:"expires,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +449,20 @@ func (x *HolderResponse) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *HolderResponse) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *HolderResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
 }
 
 type StatusRequest struct {
@@ -1140,6 +1188,231 @@ func (x *JoinResponse) GetJoined() uint32 {
 	return 0
 }
 
+type KeepAliveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepAliveRequest) Reset() {
+	*x = KeepAliveRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepAliveRequest) ProtoMessage() {}
+
+func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
+func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *KeepAliveRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+type KeepAliveResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// leased is how many leased frequencies of client_id were renewed, in
+	// how many partitions.
+	Leased     uint64 `protobuf:"varint,2,opt,name=leased,proto3" json:"leased,omitempty"`
+	Partitions uint32 `protobuf:"varint,3,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// expires is the earliest expiry among them after the renewal (unset
+	// when none).
+	Expires *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires,proto3" json:"expires,omitempty"`
+	// unconfirmed lists partitions whose primary could not be asked (none
+	// reachable answered for them). A lease there is not renewed by this
+	// call; a new primary extends every lease by a full TTL when it takes
+	// over, so retrying within the TTL is enough.
+	Unconfirmed   []uint32 `protobuf:"varint,5,rep,packed,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepAliveResponse) Reset() {
+	*x = KeepAliveResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepAliveResponse) ProtoMessage() {}
+
+func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
+func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *KeepAliveResponse) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *KeepAliveResponse) GetLeased() uint64 {
+	if x != nil {
+		return x.Leased
+	}
+	return 0
+}
+
+func (x *KeepAliveResponse) GetPartitions() uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *KeepAliveResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *KeepAliveResponse) GetUnconfirmed() []uint32 {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return nil
+}
+
+type ReleaseAllRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseAllRequest) Reset() {
+	*x = ReleaseAllRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseAllRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseAllRequest) ProtoMessage() {}
+
+func (x *ReleaseAllRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseAllRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseAllRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReleaseAllRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+type ReleaseAllResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// released is how many frequencies were freed; frequencies lists them.
+	Released      uint64   `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"`
+	Frequencies   []uint32 `protobuf:"varint,2,rep,packed,name=frequencies,proto3" json:"frequencies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseAllResponse) Reset() {
+	*x = ReleaseAllResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseAllResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseAllResponse) ProtoMessage() {}
+
+func (x *ReleaseAllResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseAllResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseAllResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReleaseAllResponse) GetReleased() uint64 {
+	if x != nil {
+		return x.Released
+	}
+	return 0
+}
+
+func (x *ReleaseAllResponse) GetFrequencies() []uint32 {
+	if x != nil {
+		return x.Frequencies
+	}
+	return nil
+}
+
 type LeaveRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1148,7 +1421,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[16]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1433,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[16]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1446,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{16}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{20}
 }
 
 type LeaveResponse struct {
@@ -1186,7 +1459,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[17]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1471,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[17]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1484,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{17}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaveResponse) GetHandedOff() uint32 {
@@ -1240,14 +1513,16 @@ type PeerAllocateRequest struct {
 	Home bool `protobuf:"varint,7,opt,name=home,proto3" json:"home,omitempty"`
 	// probe grants nothing: the answer carries every partition the node
 	// leads with its free count (free) and version (versions).
-	Probe         bool `protobuf:"varint,8,opt,name=probe,proto3" json:"probe,omitempty"`
+	Probe bool `protobuf:"varint,8,opt,name=probe,proto3" json:"probe,omitempty"`
+	// ttl leases the grant (see AllocateRequest).
+	Ttl           *durationpb.Duration `protobuf:"bytes,9,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeerAllocateRequest) Reset() {
 	*x = PeerAllocateRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[18]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1534,7 @@ func (x *PeerAllocateRequest) String() string {
 func (*PeerAllocateRequest) ProtoMessage() {}
 
 func (x *PeerAllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[18]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1547,7 @@ func (x *PeerAllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAllocateRequest.ProtoReflect.Descriptor instead.
 func (*PeerAllocateRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{18}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PeerAllocateRequest) GetClientId() string {
@@ -1331,6 +1606,13 @@ func (x *PeerAllocateRequest) GetProbe() bool {
 	return false
 }
 
+func (x *PeerAllocateRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 type PeerAllocateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// granted is false when every partition tried is full; versions then
@@ -1350,7 +1632,7 @@ type PeerAllocateResponse struct {
 
 func (x *PeerAllocateResponse) Reset() {
 	*x = PeerAllocateResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[19]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1644,7 @@ func (x *PeerAllocateResponse) String() string {
 func (*PeerAllocateResponse) ProtoMessage() {}
 
 func (x *PeerAllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[19]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1657,7 @@ func (x *PeerAllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAllocateResponse.ProtoReflect.Descriptor instead.
 func (*PeerAllocateResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{19}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PeerAllocateResponse) GetGranted() bool {
@@ -1426,7 +1708,7 @@ type PeerReleaseRequest struct {
 
 func (x *PeerReleaseRequest) Reset() {
 	*x = PeerReleaseRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[20]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1720,7 @@ func (x *PeerReleaseRequest) String() string {
 func (*PeerReleaseRequest) ProtoMessage() {}
 
 func (x *PeerReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[20]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1733,7 @@ func (x *PeerReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerReleaseRequest.ProtoReflect.Descriptor instead.
 func (*PeerReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{20}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PeerReleaseRequest) GetClientId() string {
@@ -1492,7 +1774,7 @@ type PeerHolderRequest struct {
 
 func (x *PeerHolderRequest) Reset() {
 	*x = PeerHolderRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[21]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1786,7 @@ func (x *PeerHolderRequest) String() string {
 func (*PeerHolderRequest) ProtoMessage() {}
 
 func (x *PeerHolderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[21]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1799,7 @@ func (x *PeerHolderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerHolderRequest.ProtoReflect.Descriptor instead.
 func (*PeerHolderRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{21}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PeerHolderRequest) GetFrequency() uint32 {
@@ -1547,7 +1829,7 @@ type PeerNoteRequest struct {
 
 func (x *PeerNoteRequest) Reset() {
 	*x = PeerNoteRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1841,7 @@ func (x *PeerNoteRequest) String() string {
 func (*PeerNoteRequest) ProtoMessage() {}
 
 func (x *PeerNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1854,7 @@ func (x *PeerNoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNoteRequest.ProtoReflect.Descriptor instead.
 func (*PeerNoteRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{22}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PeerNoteRequest) GetPartition() uint32 {
@@ -1618,7 +1900,7 @@ type PeerNoteResponse struct {
 
 func (x *PeerNoteResponse) Reset() {
 	*x = PeerNoteResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[23]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1912,7 @@ func (x *PeerNoteResponse) String() string {
 func (*PeerNoteResponse) ProtoMessage() {}
 
 func (x *PeerNoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[23]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1925,189 @@ func (x *PeerNoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNoteResponse.ProtoReflect.Descriptor instead.
 func (*PeerNoteResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{23}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{27}
+}
+
+type PeerKeepAliveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerKeepAliveRequest) Reset() {
+	*x = PeerKeepAliveRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerKeepAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerKeepAliveRequest) ProtoMessage() {}
+
+func (x *PeerKeepAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerKeepAliveRequest.ProtoReflect.Descriptor instead.
+func (*PeerKeepAliveRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PeerKeepAliveRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *PeerKeepAliveRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type PeerKeepAliveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// led lists every partition the node leads (renewed or holding nothing
+	// of client_id), so the caller knows which partitions were covered.
+	Led           []uint32               `protobuf:"varint,1,rep,packed,name=led,proto3" json:"led,omitempty"`
+	Leased        uint64                 `protobuf:"varint,2,opt,name=leased,proto3" json:"leased,omitempty"`
+	Partitions    uint32                 `protobuf:"varint,3,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerKeepAliveResponse) Reset() {
+	*x = PeerKeepAliveResponse{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerKeepAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerKeepAliveResponse) ProtoMessage() {}
+
+func (x *PeerKeepAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerKeepAliveResponse.ProtoReflect.Descriptor instead.
+func (*PeerKeepAliveResponse) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PeerKeepAliveResponse) GetLed() []uint32 {
+	if x != nil {
+		return x.Led
+	}
+	return nil
+}
+
+func (x *PeerKeepAliveResponse) GetLeased() uint64 {
+	if x != nil {
+		return x.Leased
+	}
+	return 0
+}
+
+func (x *PeerKeepAliveResponse) GetPartitions() uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *PeerKeepAliveResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+type PeerReleaseClientRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerReleaseClientRequest) Reset() {
+	*x = PeerReleaseClientRequest{}
+	mi := &file_freqd_v1_freqd_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerReleaseClientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerReleaseClientRequest) ProtoMessage() {}
+
+func (x *PeerReleaseClientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_freqd_v1_freqd_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerReleaseClientRequest.ProtoReflect.Descriptor instead.
+func (*PeerReleaseClientRequest) Descriptor() ([]byte, []int) {
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PeerReleaseClientRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *PeerReleaseClientRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PeerReleaseClientRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
 }
 
 // Epoch orders configurations: by term, then by the name of the node that
@@ -1660,7 +2124,7 @@ type Epoch struct {
 
 func (x *Epoch) Reset() {
 	*x = Epoch{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +2136,7 @@ func (x *Epoch) String() string {
 func (*Epoch) ProtoMessage() {}
 
 func (x *Epoch) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +2149,7 @@ func (x *Epoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoch.ProtoReflect.Descriptor instead.
 func (*Epoch) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{24}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Epoch) GetTerm() uint64 {
@@ -1720,7 +2184,7 @@ type ReplicaID struct {
 
 func (x *ReplicaID) Reset() {
 	*x = ReplicaID{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[25]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +2196,7 @@ func (x *ReplicaID) String() string {
 func (*ReplicaID) ProtoMessage() {}
 
 func (x *ReplicaID) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[25]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +2209,7 @@ func (x *ReplicaID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaID.ProtoReflect.Descriptor instead.
 func (*ReplicaID) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{25}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReplicaID) GetName() string {
@@ -1774,7 +2238,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[26]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +2250,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[26]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +2263,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{26}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Config) GetEpoch() *Epoch {
@@ -1827,7 +2291,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[27]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2303,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[27]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2316,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{27}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PrepareRequest) GetPartition() uint32 {
@@ -1886,16 +2350,20 @@ type PrepareResponse struct {
 	// committed is the newest configuration the replica knows committed.
 	Committed *Config `protobuf:"bytes,4,opt,name=committed,proto3" json:"committed,omitempty"`
 	// has_state, state_epoch and index give the replica's state position.
-	HasState      bool   `protobuf:"varint,5,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
-	StateEpoch    *Epoch `protobuf:"bytes,6,opt,name=state_epoch,json=stateEpoch,proto3" json:"state_epoch,omitempty"`
-	Index         uint64 `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"`
+	HasState   bool   `protobuf:"varint,5,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
+	StateEpoch *Epoch `protobuf:"bytes,6,opt,name=state_epoch,json=stateEpoch,proto3" json:"state_epoch,omitempty"`
+	Index      uint64 `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"`
+	// lost: the replica lost this partition's state and promises (a damaged
+	// data file); its promise counts for nothing until a takeover installs
+	// the state again (docs/storage.md).
+	Lost          bool `protobuf:"varint,8,opt,name=lost,proto3" json:"lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[28]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2375,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[28]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2388,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{28}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PrepareResponse) GetPromised() bool {
@@ -1972,6 +2440,13 @@ func (x *PrepareResponse) GetIndex() uint64 {
 	return 0
 }
 
+func (x *PrepareResponse) GetLost() bool {
+	if x != nil {
+		return x.Lost
+	}
+	return false
+}
+
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -1983,7 +2458,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[29]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2470,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[29]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2483,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{29}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FetchRequest) GetPartition() uint32 {
@@ -2043,7 +2518,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[30]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2530,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[30]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2543,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{30}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FetchResponse) GetSnapshot() []byte {
@@ -2112,7 +2587,7 @@ type InstallRequest struct {
 
 func (x *InstallRequest) Reset() {
 	*x = InstallRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[31]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2599,7 @@ func (x *InstallRequest) String() string {
 func (*InstallRequest) ProtoMessage() {}
 
 func (x *InstallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[31]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2612,7 @@ func (x *InstallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallRequest.ProtoReflect.Descriptor instead.
 func (*InstallRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{31}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *InstallRequest) GetPartition() uint32 {
@@ -2207,7 +2682,7 @@ type InstallResponse struct {
 
 func (x *InstallResponse) Reset() {
 	*x = InstallResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[32]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2694,7 @@ func (x *InstallResponse) String() string {
 func (*InstallResponse) ProtoMessage() {}
 
 func (x *InstallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[32]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2707,7 @@ func (x *InstallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallResponse.ProtoReflect.Descriptor instead.
 func (*InstallResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{32}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *InstallResponse) GetStale() bool {
@@ -2260,7 +2735,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[33]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2747,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[33]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2760,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{33}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CommitRequest) GetPartition() uint32 {
@@ -2321,7 +2796,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[34]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2808,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[34]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2821,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{34}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CommitResponse) GetSelf() *ReplicaID {
@@ -2385,7 +2860,7 @@ type AppendRequest struct {
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[35]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2872,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[35]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2885,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{35}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AppendRequest) GetPartition() uint32 {
@@ -2464,7 +2939,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[36]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2476,7 +2951,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[36]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2489,7 +2964,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{36}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AppendResponse) GetOk() bool {
@@ -2535,7 +3010,7 @@ type PartitionsRequest struct {
 
 func (x *PartitionsRequest) Reset() {
 	*x = PartitionsRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[37]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +3022,7 @@ func (x *PartitionsRequest) String() string {
 func (*PartitionsRequest) ProtoMessage() {}
 
 func (x *PartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[37]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +3035,7 @@ func (x *PartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionsRequest.ProtoReflect.Descriptor instead.
 func (*PartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{37}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{44}
 }
 
 type PartitionsResponse struct {
@@ -2573,7 +3048,7 @@ type PartitionsResponse struct {
 
 func (x *PartitionsResponse) Reset() {
 	*x = PartitionsResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[38]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2585,7 +3060,7 @@ func (x *PartitionsResponse) String() string {
 func (*PartitionsResponse) ProtoMessage() {}
 
 func (x *PartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[38]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2598,7 +3073,7 @@ func (x *PartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionsResponse.ProtoReflect.Descriptor instead.
 func (*PartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{38}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PartitionsResponse) GetSelf() *ReplicaID {
@@ -2631,15 +3106,17 @@ type ReplicaState struct {
 	Held       uint64  `protobuf:"varint,10,opt,name=held,proto3" json:"held,omitempty"`
 	// writable (primary only) and reason: why the partition cannot commit,
 	// or why this node's takeover of it failed.
-	Writable      bool   `protobuf:"varint,11,opt,name=writable,proto3" json:"writable,omitempty"`
-	Reason        string `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	Writable bool   `protobuf:"varint,11,opt,name=writable,proto3" json:"writable,omitempty"`
+	Reason   string `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	// lost: see PrepareResponse.lost.
+	Lost          bool `protobuf:"varint,13,opt,name=lost,proto3" json:"lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicaState) Reset() {
 	*x = ReplicaState{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[39]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +3128,7 @@ func (x *ReplicaState) String() string {
 func (*ReplicaState) ProtoMessage() {}
 
 func (x *ReplicaState) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[39]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +3141,7 @@ func (x *ReplicaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
 func (*ReplicaState) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{39}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReplicaState) GetPartition() uint32 {
@@ -2751,24 +3228,34 @@ func (x *ReplicaState) GetReason() string {
 	return ""
 }
 
+func (x *ReplicaState) GetLost() bool {
+	if x != nil {
+		return x.Lost
+	}
+	return false
+}
+
 var File_freqd_v1_freqd_proto protoreflect.FileDescriptor
 
 const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\n" +
-	"\x14freqd/v1/freqd.proto\x12\bfreqd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"~\n" +
+	"\x14freqd/v1/freqd.proto\x12\bfreqd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x01\n" +
 	"\x0fAllocateRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\tfrequency\x18\x02 \x01(\rH\x00R\tfrequency\x88\x01\x01\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestIdB\f\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\f\n" +
 	"\n" +
-	"_frequency\"\xb2\x01\n" +
+	"_frequency\"\x95\x02\n" +
 	"\x10AllocateResponse\x12\x1c\n" +
 	"\tfrequency\x18\x01 \x01(\rR\tfrequency\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\rR\tpartition\x12\x12\n" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12\x1c\n" +
-	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"}\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\x12+\n" +
+	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x124\n" +
+	"\aexpires\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"}\n" +
 	"\x0eReleaseRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1c\n" +
 	"\tfrequency\x18\x02 \x01(\rR\tfrequency\x120\n" +
@@ -2777,14 +3264,16 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\"-\n" +
 	"\rHolderRequest\x12\x1c\n" +
-	"\tfrequency\x18\x01 \x01(\rR\tfrequency\"\xc3\x01\n" +
+	"\tfrequency\x18\x01 \x01(\rR\tfrequency\"\xa6\x02\n" +
 	"\x0eHolderResponse\x12\x1c\n" +
 	"\tfrequency\x18\x01 \x01(\rR\tfrequency\x12\x12\n" +
 	"\x04held\x18\x02 \x01(\bR\x04held\x12\x1b\n" +
 	"\tclient_id\x18\x03 \x01(\tR\bclientId\x120\n" +
 	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1c\n" +
 	"\tpartition\x18\x05 \x01(\rR\tpartition\x12\x12\n" +
-	"\x04node\x18\x06 \x01(\tR\x04node\"\x0f\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\x12+\n" +
+	"\x03ttl\x18\a \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x124\n" +
+	"\aexpires\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"\x0f\n" +
 	"\rStatusRequest\"\xae\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12*\n" +
@@ -2847,11 +3336,26 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05seeds\x18\x01 \x03(\tR\x05seeds\"&\n" +
 	"\fJoinResponse\x12\x16\n" +
-	"\x06joined\x18\x01 \x01(\rR\x06joined\"\x0e\n" +
+	"\x06joined\x18\x01 \x01(\rR\x06joined\"/\n" +
+	"\x10KeepAliveRequest\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\"\xc0\x01\n" +
+	"\x11KeepAliveResponse\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x16\n" +
+	"\x06leased\x18\x02 \x01(\x04R\x06leased\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x01(\rR\n" +
+	"partitions\x124\n" +
+	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12 \n" +
+	"\vunconfirmed\x18\x05 \x03(\rR\vunconfirmed\"0\n" +
+	"\x11ReleaseAllRequest\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\"R\n" +
+	"\x12ReleaseAllResponse\x12\x1a\n" +
+	"\breleased\x18\x01 \x01(\x04R\breleased\x12 \n" +
+	"\vfrequencies\x18\x02 \x03(\rR\vfrequencies\"\x0e\n" +
 	"\fLeaveRequest\".\n" +
 	"\rLeaveResponse\x12\x1d\n" +
 	"\n" +
-	"handed_off\x18\x01 \x01(\rR\thandedOff\"\x85\x02\n" +
+	"handed_off\x18\x01 \x01(\rR\thandedOff\"\xb2\x02\n" +
 	"\x13PeerAllocateRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
 	"\tfrequency\x18\x02 \x01(\rH\x00R\tfrequency\x88\x01\x01\x12\x1c\n" +
@@ -2861,7 +3365,8 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x06 \x01(\tR\trequestId\x12\x12\n" +
 	"\x04home\x18\a \x01(\bR\x04home\x12\x14\n" +
-	"\x05probe\x18\b \x01(\bR\x05probeB\f\n" +
+	"\x05probe\x18\b \x01(\bR\x05probe\x12+\n" +
+	"\x03ttl\x18\t \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\f\n" +
 	"\n" +
 	"_frequency\"\x85\x03\n" +
 	"\x14PeerAllocateResponse\x12\x18\n" +
@@ -2892,7 +3397,21 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06target\x18\x04 \x01(\rR\x06target\x12\x12\n" +
 	"\x04from\x18\x05 \x01(\tR\x04from\"\x12\n" +
-	"\x10PeerNoteResponse\"Q\n" +
+	"\x10PeerNoteResponse\"G\n" +
+	"\x14PeerKeepAliveRequest\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\"\x97\x01\n" +
+	"\x15PeerKeepAliveResponse\x12\x10\n" +
+	"\x03led\x18\x01 \x03(\rR\x03led\x12\x16\n" +
+	"\x06leased\x18\x02 \x01(\x04R\x06leased\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x01(\rR\n" +
+	"partitions\x124\n" +
+	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"i\n" +
+	"\x18PeerReleaseClientRequest\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"Q\n" +
 	"\x05Epoch\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12 \n" +
@@ -2906,7 +3425,7 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x0ePrepareRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12%\n" +
 	"\x05epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"\x96\x02\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"\xaa\x02\n" +
 	"\x0fPrepareResponse\x12\x1a\n" +
 	"\bpromised\x18\x01 \x01(\bR\bpromised\x12)\n" +
 	"\ahighest\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\x12'\n" +
@@ -2915,7 +3434,8 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\thas_state\x18\x05 \x01(\bR\bhasState\x120\n" +
 	"\vstate_epoch\x18\x06 \x01(\v2\x0f.freqd.v1.EpochR\n" +
 	"stateEpoch\x12\x14\n" +
-	"\x05index\x18\a \x01(\x04R\x05index\"g\n" +
+	"\x05index\x18\a \x01(\x04R\x05index\x12\x12\n" +
+	"\x04lost\x18\b \x01(\bR\x04lost\"g\n" +
 	"\fFetchRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12%\n" +
 	"\x05epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12\x12\n" +
@@ -2962,7 +3482,7 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x11PartitionsRequest\"q\n" +
 	"\x12PartitionsResponse\x12'\n" +
 	"\x04self\x18\x01 \x01(\v2\x13.freqd.v1.ReplicaIDR\x04self\x122\n" +
-	"\breplicas\x18\x02 \x03(\v2\x16.freqd.v1.ReplicaStateR\breplicas\"\x8c\x03\n" +
+	"\breplicas\x18\x02 \x03(\v2\x16.freqd.v1.ReplicaStateR\breplicas\"\xa0\x03\n" +
 	"\fReplicaState\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12+\n" +
@@ -2977,7 +3497,8 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x04held\x18\n" +
 	" \x01(\x04R\x04held\x12\x1a\n" +
 	"\bwritable\x18\v \x01(\bR\bwritable\x12\x16\n" +
-	"\x06reason\x18\f \x01(\tR\x06reason2\xb3\x03\n" +
+	"\x06reason\x18\f \x01(\tR\x06reason\x12\x12\n" +
+	"\x04lost\x18\r \x01(\bR\x04lost2\x92\x05\n" +
 	"\fFreqdService\x12A\n" +
 	"\bAllocate\x12\x19.freqd.v1.AllocateRequest\x1a\x1a.freqd.v1.AllocateResponse\x12>\n" +
 	"\aRelease\x12\x18.freqd.v1.ReleaseRequest\x1a\x19.freqd.v1.ReleaseResponse\x12;\n" +
@@ -2985,7 +3506,11 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x06Status\x12\x17.freqd.v1.StatusRequest\x1a\x18.freqd.v1.StatusResponse\x125\n" +
 	"\x04Ring\x12\x15.freqd.v1.RingRequest\x1a\x16.freqd.v1.RingResponse\x125\n" +
 	"\x04Join\x12\x15.freqd.v1.JoinRequest\x1a\x16.freqd.v1.JoinResponse\x128\n" +
-	"\x05Leave\x12\x16.freqd.v1.LeaveRequest\x1a\x17.freqd.v1.LeaveResponse2\xa9\x05\n" +
+	"\x05Leave\x12\x16.freqd.v1.LeaveRequest\x1a\x17.freqd.v1.LeaveResponse\x12D\n" +
+	"\tKeepAlive\x12\x1a.freqd.v1.KeepAliveRequest\x1a\x1b.freqd.v1.KeepAliveResponse\x12N\n" +
+	"\x0fKeepAliveStream\x12\x1a.freqd.v1.KeepAliveRequest\x1a\x1b.freqd.v1.KeepAliveResponse(\x010\x01\x12G\n" +
+	"\n" +
+	"ReleaseAll\x12\x1b.freqd.v1.ReleaseAllRequest\x1a\x1c.freqd.v1.ReleaseAllResponse2\xd2\x06\n" +
 	"\vPeerService\x12M\n" +
 	"\fPeerAllocate\x12\x1d.freqd.v1.PeerAllocateRequest\x1a\x1e.freqd.v1.PeerAllocateResponse\x12F\n" +
 	"\vPeerRelease\x12\x1c.freqd.v1.PeerReleaseRequest\x1a\x19.freqd.v1.ReleaseResponse\x12C\n" +
@@ -2998,7 +3523,9 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x06Commit\x12\x17.freqd.v1.CommitRequest\x1a\x18.freqd.v1.CommitResponse\x12;\n" +
 	"\x06Append\x12\x17.freqd.v1.AppendRequest\x1a\x18.freqd.v1.AppendResponse\x12G\n" +
 	"\n" +
-	"Partitions\x12\x1b.freqd.v1.PartitionsRequest\x1a\x1c.freqd.v1.PartitionsResponseB-Z+github.com/freqd/freqd/gen/freqd/v1;freqdv1b\x06proto3"
+	"Partitions\x12\x1b.freqd.v1.PartitionsRequest\x1a\x1c.freqd.v1.PartitionsResponse\x12P\n" +
+	"\rPeerKeepAlive\x12\x1e.freqd.v1.PeerKeepAliveRequest\x1a\x1f.freqd.v1.PeerKeepAliveResponse\x12U\n" +
+	"\x11PeerReleaseClient\x12\".freqd.v1.PeerReleaseClientRequest\x1a\x1c.freqd.v1.ReleaseAllResponseB-Z+github.com/freqd/freqd/gen/freqd/v1;freqdv1b\x06proto3"
 
 var (
 	file_freqd_v1_freqd_proto_rawDescOnce sync.Once
@@ -3012,127 +3539,153 @@ func file_freqd_v1_freqd_proto_rawDescGZIP() []byte {
 	return file_freqd_v1_freqd_proto_rawDescData
 }
 
-var file_freqd_v1_freqd_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_freqd_v1_freqd_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_freqd_v1_freqd_proto_goTypes = []any{
-	(*AllocateRequest)(nil),       // 0: freqd.v1.AllocateRequest
-	(*AllocateResponse)(nil),      // 1: freqd.v1.AllocateResponse
-	(*ReleaseRequest)(nil),        // 2: freqd.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 3: freqd.v1.ReleaseResponse
-	(*HolderRequest)(nil),         // 4: freqd.v1.HolderRequest
-	(*HolderResponse)(nil),        // 5: freqd.v1.HolderResponse
-	(*StatusRequest)(nil),         // 6: freqd.v1.StatusRequest
-	(*StatusResponse)(nil),        // 7: freqd.v1.StatusResponse
-	(*PartitionProblem)(nil),      // 8: freqd.v1.PartitionProblem
-	(*Range)(nil),                 // 9: freqd.v1.Range
-	(*Member)(nil),                // 10: freqd.v1.Member
-	(*RingRequest)(nil),           // 11: freqd.v1.RingRequest
-	(*RingResponse)(nil),          // 12: freqd.v1.RingResponse
-	(*PartitionInfo)(nil),         // 13: freqd.v1.PartitionInfo
-	(*JoinRequest)(nil),           // 14: freqd.v1.JoinRequest
-	(*JoinResponse)(nil),          // 15: freqd.v1.JoinResponse
-	(*LeaveRequest)(nil),          // 16: freqd.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 17: freqd.v1.LeaveResponse
-	(*PeerAllocateRequest)(nil),   // 18: freqd.v1.PeerAllocateRequest
-	(*PeerAllocateResponse)(nil),  // 19: freqd.v1.PeerAllocateResponse
-	(*PeerReleaseRequest)(nil),    // 20: freqd.v1.PeerReleaseRequest
-	(*PeerHolderRequest)(nil),     // 21: freqd.v1.PeerHolderRequest
-	(*PeerNoteRequest)(nil),       // 22: freqd.v1.PeerNoteRequest
-	(*PeerNoteResponse)(nil),      // 23: freqd.v1.PeerNoteResponse
-	(*Epoch)(nil),                 // 24: freqd.v1.Epoch
-	(*ReplicaID)(nil),             // 25: freqd.v1.ReplicaID
-	(*Config)(nil),                // 26: freqd.v1.Config
-	(*PrepareRequest)(nil),        // 27: freqd.v1.PrepareRequest
-	(*PrepareResponse)(nil),       // 28: freqd.v1.PrepareResponse
-	(*FetchRequest)(nil),          // 29: freqd.v1.FetchRequest
-	(*FetchResponse)(nil),         // 30: freqd.v1.FetchResponse
-	(*InstallRequest)(nil),        // 31: freqd.v1.InstallRequest
-	(*InstallResponse)(nil),       // 32: freqd.v1.InstallResponse
-	(*CommitRequest)(nil),         // 33: freqd.v1.CommitRequest
-	(*CommitResponse)(nil),        // 34: freqd.v1.CommitResponse
-	(*AppendRequest)(nil),         // 35: freqd.v1.AppendRequest
-	(*AppendResponse)(nil),        // 36: freqd.v1.AppendResponse
-	(*PartitionsRequest)(nil),     // 37: freqd.v1.PartitionsRequest
-	(*PartitionsResponse)(nil),    // 38: freqd.v1.PartitionsResponse
-	(*ReplicaState)(nil),          // 39: freqd.v1.ReplicaState
-	nil,                           // 40: freqd.v1.PeerAllocateResponse.VersionsEntry
-	nil,                           // 41: freqd.v1.PeerAllocateResponse.FreeEntry
-	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
+	(*AllocateRequest)(nil),          // 0: freqd.v1.AllocateRequest
+	(*AllocateResponse)(nil),         // 1: freqd.v1.AllocateResponse
+	(*ReleaseRequest)(nil),           // 2: freqd.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 3: freqd.v1.ReleaseResponse
+	(*HolderRequest)(nil),            // 4: freqd.v1.HolderRequest
+	(*HolderResponse)(nil),           // 5: freqd.v1.HolderResponse
+	(*StatusRequest)(nil),            // 6: freqd.v1.StatusRequest
+	(*StatusResponse)(nil),           // 7: freqd.v1.StatusResponse
+	(*PartitionProblem)(nil),         // 8: freqd.v1.PartitionProblem
+	(*Range)(nil),                    // 9: freqd.v1.Range
+	(*Member)(nil),                   // 10: freqd.v1.Member
+	(*RingRequest)(nil),              // 11: freqd.v1.RingRequest
+	(*RingResponse)(nil),             // 12: freqd.v1.RingResponse
+	(*PartitionInfo)(nil),            // 13: freqd.v1.PartitionInfo
+	(*JoinRequest)(nil),              // 14: freqd.v1.JoinRequest
+	(*JoinResponse)(nil),             // 15: freqd.v1.JoinResponse
+	(*KeepAliveRequest)(nil),         // 16: freqd.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),        // 17: freqd.v1.KeepAliveResponse
+	(*ReleaseAllRequest)(nil),        // 18: freqd.v1.ReleaseAllRequest
+	(*ReleaseAllResponse)(nil),       // 19: freqd.v1.ReleaseAllResponse
+	(*LeaveRequest)(nil),             // 20: freqd.v1.LeaveRequest
+	(*LeaveResponse)(nil),            // 21: freqd.v1.LeaveResponse
+	(*PeerAllocateRequest)(nil),      // 22: freqd.v1.PeerAllocateRequest
+	(*PeerAllocateResponse)(nil),     // 23: freqd.v1.PeerAllocateResponse
+	(*PeerReleaseRequest)(nil),       // 24: freqd.v1.PeerReleaseRequest
+	(*PeerHolderRequest)(nil),        // 25: freqd.v1.PeerHolderRequest
+	(*PeerNoteRequest)(nil),          // 26: freqd.v1.PeerNoteRequest
+	(*PeerNoteResponse)(nil),         // 27: freqd.v1.PeerNoteResponse
+	(*PeerKeepAliveRequest)(nil),     // 28: freqd.v1.PeerKeepAliveRequest
+	(*PeerKeepAliveResponse)(nil),    // 29: freqd.v1.PeerKeepAliveResponse
+	(*PeerReleaseClientRequest)(nil), // 30: freqd.v1.PeerReleaseClientRequest
+	(*Epoch)(nil),                    // 31: freqd.v1.Epoch
+	(*ReplicaID)(nil),                // 32: freqd.v1.ReplicaID
+	(*Config)(nil),                   // 33: freqd.v1.Config
+	(*PrepareRequest)(nil),           // 34: freqd.v1.PrepareRequest
+	(*PrepareResponse)(nil),          // 35: freqd.v1.PrepareResponse
+	(*FetchRequest)(nil),             // 36: freqd.v1.FetchRequest
+	(*FetchResponse)(nil),            // 37: freqd.v1.FetchResponse
+	(*InstallRequest)(nil),           // 38: freqd.v1.InstallRequest
+	(*InstallResponse)(nil),          // 39: freqd.v1.InstallResponse
+	(*CommitRequest)(nil),            // 40: freqd.v1.CommitRequest
+	(*CommitResponse)(nil),           // 41: freqd.v1.CommitResponse
+	(*AppendRequest)(nil),            // 42: freqd.v1.AppendRequest
+	(*AppendResponse)(nil),           // 43: freqd.v1.AppendResponse
+	(*PartitionsRequest)(nil),        // 44: freqd.v1.PartitionsRequest
+	(*PartitionsResponse)(nil),       // 45: freqd.v1.PartitionsResponse
+	(*ReplicaState)(nil),             // 46: freqd.v1.ReplicaState
+	nil,                              // 47: freqd.v1.PeerAllocateResponse.VersionsEntry
+	nil,                              // 48: freqd.v1.PeerAllocateResponse.FreeEntry
+	(*durationpb.Duration)(nil),      // 49: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 50: google.protobuf.Timestamp
 }
 var file_freqd_v1_freqd_proto_depIdxs = []int32{
-	42, // 0: freqd.v1.AllocateResponse.since:type_name -> google.protobuf.Timestamp
-	42, // 1: freqd.v1.ReleaseRequest.since:type_name -> google.protobuf.Timestamp
-	42, // 2: freqd.v1.HolderResponse.since:type_name -> google.protobuf.Timestamp
-	10, // 3: freqd.v1.StatusResponse.members:type_name -> freqd.v1.Member
-	9,  // 4: freqd.v1.StatusResponse.ranges:type_name -> freqd.v1.Range
-	8,  // 5: freqd.v1.StatusResponse.problems:type_name -> freqd.v1.PartitionProblem
-	13, // 6: freqd.v1.RingResponse.partitions:type_name -> freqd.v1.PartitionInfo
-	1,  // 7: freqd.v1.PeerAllocateResponse.grant:type_name -> freqd.v1.AllocateResponse
-	40, // 8: freqd.v1.PeerAllocateResponse.versions:type_name -> freqd.v1.PeerAllocateResponse.VersionsEntry
-	41, // 9: freqd.v1.PeerAllocateResponse.free:type_name -> freqd.v1.PeerAllocateResponse.FreeEntry
-	24, // 10: freqd.v1.Config.epoch:type_name -> freqd.v1.Epoch
-	25, // 11: freqd.v1.Config.members:type_name -> freqd.v1.ReplicaID
-	24, // 12: freqd.v1.PrepareRequest.epoch:type_name -> freqd.v1.Epoch
-	24, // 13: freqd.v1.PrepareResponse.highest:type_name -> freqd.v1.Epoch
-	25, // 14: freqd.v1.PrepareResponse.self:type_name -> freqd.v1.ReplicaID
-	26, // 15: freqd.v1.PrepareResponse.committed:type_name -> freqd.v1.Config
-	24, // 16: freqd.v1.PrepareResponse.state_epoch:type_name -> freqd.v1.Epoch
-	24, // 17: freqd.v1.FetchRequest.epoch:type_name -> freqd.v1.Epoch
-	24, // 18: freqd.v1.FetchResponse.state_epoch:type_name -> freqd.v1.Epoch
-	26, // 19: freqd.v1.InstallRequest.config:type_name -> freqd.v1.Config
-	25, // 20: freqd.v1.InstallRequest.to:type_name -> freqd.v1.ReplicaID
-	24, // 21: freqd.v1.InstallRequest.base_epoch:type_name -> freqd.v1.Epoch
-	24, // 22: freqd.v1.InstallResponse.highest:type_name -> freqd.v1.Epoch
-	26, // 23: freqd.v1.CommitRequest.config:type_name -> freqd.v1.Config
-	25, // 24: freqd.v1.CommitResponse.self:type_name -> freqd.v1.ReplicaID
-	24, // 25: freqd.v1.CommitResponse.highest:type_name -> freqd.v1.Epoch
-	24, // 26: freqd.v1.AppendRequest.epoch:type_name -> freqd.v1.Epoch
-	25, // 27: freqd.v1.AppendRequest.to:type_name -> freqd.v1.ReplicaID
-	24, // 28: freqd.v1.AppendResponse.highest:type_name -> freqd.v1.Epoch
-	25, // 29: freqd.v1.PartitionsResponse.self:type_name -> freqd.v1.ReplicaID
-	39, // 30: freqd.v1.PartitionsResponse.replicas:type_name -> freqd.v1.ReplicaState
-	24, // 31: freqd.v1.ReplicaState.promised:type_name -> freqd.v1.Epoch
-	26, // 32: freqd.v1.ReplicaState.committed:type_name -> freqd.v1.Config
-	26, // 33: freqd.v1.ReplicaState.accepted:type_name -> freqd.v1.Config
-	24, // 34: freqd.v1.ReplicaState.state_epoch:type_name -> freqd.v1.Epoch
-	0,  // 35: freqd.v1.FreqdService.Allocate:input_type -> freqd.v1.AllocateRequest
-	2,  // 36: freqd.v1.FreqdService.Release:input_type -> freqd.v1.ReleaseRequest
-	4,  // 37: freqd.v1.FreqdService.Holder:input_type -> freqd.v1.HolderRequest
-	6,  // 38: freqd.v1.FreqdService.Status:input_type -> freqd.v1.StatusRequest
-	11, // 39: freqd.v1.FreqdService.Ring:input_type -> freqd.v1.RingRequest
-	14, // 40: freqd.v1.FreqdService.Join:input_type -> freqd.v1.JoinRequest
-	16, // 41: freqd.v1.FreqdService.Leave:input_type -> freqd.v1.LeaveRequest
-	18, // 42: freqd.v1.PeerService.PeerAllocate:input_type -> freqd.v1.PeerAllocateRequest
-	20, // 43: freqd.v1.PeerService.PeerRelease:input_type -> freqd.v1.PeerReleaseRequest
-	21, // 44: freqd.v1.PeerService.PeerHolder:input_type -> freqd.v1.PeerHolderRequest
-	22, // 45: freqd.v1.PeerService.PeerNote:input_type -> freqd.v1.PeerNoteRequest
-	27, // 46: freqd.v1.PeerService.Prepare:input_type -> freqd.v1.PrepareRequest
-	29, // 47: freqd.v1.PeerService.Fetch:input_type -> freqd.v1.FetchRequest
-	31, // 48: freqd.v1.PeerService.Install:input_type -> freqd.v1.InstallRequest
-	33, // 49: freqd.v1.PeerService.Commit:input_type -> freqd.v1.CommitRequest
-	35, // 50: freqd.v1.PeerService.Append:input_type -> freqd.v1.AppendRequest
-	37, // 51: freqd.v1.PeerService.Partitions:input_type -> freqd.v1.PartitionsRequest
-	1,  // 52: freqd.v1.FreqdService.Allocate:output_type -> freqd.v1.AllocateResponse
-	3,  // 53: freqd.v1.FreqdService.Release:output_type -> freqd.v1.ReleaseResponse
-	5,  // 54: freqd.v1.FreqdService.Holder:output_type -> freqd.v1.HolderResponse
-	7,  // 55: freqd.v1.FreqdService.Status:output_type -> freqd.v1.StatusResponse
-	12, // 56: freqd.v1.FreqdService.Ring:output_type -> freqd.v1.RingResponse
-	15, // 57: freqd.v1.FreqdService.Join:output_type -> freqd.v1.JoinResponse
-	17, // 58: freqd.v1.FreqdService.Leave:output_type -> freqd.v1.LeaveResponse
-	19, // 59: freqd.v1.PeerService.PeerAllocate:output_type -> freqd.v1.PeerAllocateResponse
-	3,  // 60: freqd.v1.PeerService.PeerRelease:output_type -> freqd.v1.ReleaseResponse
-	5,  // 61: freqd.v1.PeerService.PeerHolder:output_type -> freqd.v1.HolderResponse
-	23, // 62: freqd.v1.PeerService.PeerNote:output_type -> freqd.v1.PeerNoteResponse
-	28, // 63: freqd.v1.PeerService.Prepare:output_type -> freqd.v1.PrepareResponse
-	30, // 64: freqd.v1.PeerService.Fetch:output_type -> freqd.v1.FetchResponse
-	32, // 65: freqd.v1.PeerService.Install:output_type -> freqd.v1.InstallResponse
-	34, // 66: freqd.v1.PeerService.Commit:output_type -> freqd.v1.CommitResponse
-	36, // 67: freqd.v1.PeerService.Append:output_type -> freqd.v1.AppendResponse
-	38, // 68: freqd.v1.PeerService.Partitions:output_type -> freqd.v1.PartitionsResponse
-	52, // [52:69] is the sub-list for method output_type
-	35, // [35:52] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	49, // 0: freqd.v1.AllocateRequest.ttl:type_name -> google.protobuf.Duration
+	50, // 1: freqd.v1.AllocateResponse.since:type_name -> google.protobuf.Timestamp
+	49, // 2: freqd.v1.AllocateResponse.ttl:type_name -> google.protobuf.Duration
+	50, // 3: freqd.v1.AllocateResponse.expires:type_name -> google.protobuf.Timestamp
+	50, // 4: freqd.v1.ReleaseRequest.since:type_name -> google.protobuf.Timestamp
+	50, // 5: freqd.v1.HolderResponse.since:type_name -> google.protobuf.Timestamp
+	49, // 6: freqd.v1.HolderResponse.ttl:type_name -> google.protobuf.Duration
+	50, // 7: freqd.v1.HolderResponse.expires:type_name -> google.protobuf.Timestamp
+	10, // 8: freqd.v1.StatusResponse.members:type_name -> freqd.v1.Member
+	9,  // 9: freqd.v1.StatusResponse.ranges:type_name -> freqd.v1.Range
+	8,  // 10: freqd.v1.StatusResponse.problems:type_name -> freqd.v1.PartitionProblem
+	13, // 11: freqd.v1.RingResponse.partitions:type_name -> freqd.v1.PartitionInfo
+	50, // 12: freqd.v1.KeepAliveResponse.expires:type_name -> google.protobuf.Timestamp
+	49, // 13: freqd.v1.PeerAllocateRequest.ttl:type_name -> google.protobuf.Duration
+	1,  // 14: freqd.v1.PeerAllocateResponse.grant:type_name -> freqd.v1.AllocateResponse
+	47, // 15: freqd.v1.PeerAllocateResponse.versions:type_name -> freqd.v1.PeerAllocateResponse.VersionsEntry
+	48, // 16: freqd.v1.PeerAllocateResponse.free:type_name -> freqd.v1.PeerAllocateResponse.FreeEntry
+	50, // 17: freqd.v1.PeerKeepAliveResponse.expires:type_name -> google.protobuf.Timestamp
+	31, // 18: freqd.v1.Config.epoch:type_name -> freqd.v1.Epoch
+	32, // 19: freqd.v1.Config.members:type_name -> freqd.v1.ReplicaID
+	31, // 20: freqd.v1.PrepareRequest.epoch:type_name -> freqd.v1.Epoch
+	31, // 21: freqd.v1.PrepareResponse.highest:type_name -> freqd.v1.Epoch
+	32, // 22: freqd.v1.PrepareResponse.self:type_name -> freqd.v1.ReplicaID
+	33, // 23: freqd.v1.PrepareResponse.committed:type_name -> freqd.v1.Config
+	31, // 24: freqd.v1.PrepareResponse.state_epoch:type_name -> freqd.v1.Epoch
+	31, // 25: freqd.v1.FetchRequest.epoch:type_name -> freqd.v1.Epoch
+	31, // 26: freqd.v1.FetchResponse.state_epoch:type_name -> freqd.v1.Epoch
+	33, // 27: freqd.v1.InstallRequest.config:type_name -> freqd.v1.Config
+	32, // 28: freqd.v1.InstallRequest.to:type_name -> freqd.v1.ReplicaID
+	31, // 29: freqd.v1.InstallRequest.base_epoch:type_name -> freqd.v1.Epoch
+	31, // 30: freqd.v1.InstallResponse.highest:type_name -> freqd.v1.Epoch
+	33, // 31: freqd.v1.CommitRequest.config:type_name -> freqd.v1.Config
+	32, // 32: freqd.v1.CommitResponse.self:type_name -> freqd.v1.ReplicaID
+	31, // 33: freqd.v1.CommitResponse.highest:type_name -> freqd.v1.Epoch
+	31, // 34: freqd.v1.AppendRequest.epoch:type_name -> freqd.v1.Epoch
+	32, // 35: freqd.v1.AppendRequest.to:type_name -> freqd.v1.ReplicaID
+	31, // 36: freqd.v1.AppendResponse.highest:type_name -> freqd.v1.Epoch
+	32, // 37: freqd.v1.PartitionsResponse.self:type_name -> freqd.v1.ReplicaID
+	46, // 38: freqd.v1.PartitionsResponse.replicas:type_name -> freqd.v1.ReplicaState
+	31, // 39: freqd.v1.ReplicaState.promised:type_name -> freqd.v1.Epoch
+	33, // 40: freqd.v1.ReplicaState.committed:type_name -> freqd.v1.Config
+	33, // 41: freqd.v1.ReplicaState.accepted:type_name -> freqd.v1.Config
+	31, // 42: freqd.v1.ReplicaState.state_epoch:type_name -> freqd.v1.Epoch
+	0,  // 43: freqd.v1.FreqdService.Allocate:input_type -> freqd.v1.AllocateRequest
+	2,  // 44: freqd.v1.FreqdService.Release:input_type -> freqd.v1.ReleaseRequest
+	4,  // 45: freqd.v1.FreqdService.Holder:input_type -> freqd.v1.HolderRequest
+	6,  // 46: freqd.v1.FreqdService.Status:input_type -> freqd.v1.StatusRequest
+	11, // 47: freqd.v1.FreqdService.Ring:input_type -> freqd.v1.RingRequest
+	14, // 48: freqd.v1.FreqdService.Join:input_type -> freqd.v1.JoinRequest
+	20, // 49: freqd.v1.FreqdService.Leave:input_type -> freqd.v1.LeaveRequest
+	16, // 50: freqd.v1.FreqdService.KeepAlive:input_type -> freqd.v1.KeepAliveRequest
+	16, // 51: freqd.v1.FreqdService.KeepAliveStream:input_type -> freqd.v1.KeepAliveRequest
+	18, // 52: freqd.v1.FreqdService.ReleaseAll:input_type -> freqd.v1.ReleaseAllRequest
+	22, // 53: freqd.v1.PeerService.PeerAllocate:input_type -> freqd.v1.PeerAllocateRequest
+	24, // 54: freqd.v1.PeerService.PeerRelease:input_type -> freqd.v1.PeerReleaseRequest
+	25, // 55: freqd.v1.PeerService.PeerHolder:input_type -> freqd.v1.PeerHolderRequest
+	26, // 56: freqd.v1.PeerService.PeerNote:input_type -> freqd.v1.PeerNoteRequest
+	34, // 57: freqd.v1.PeerService.Prepare:input_type -> freqd.v1.PrepareRequest
+	36, // 58: freqd.v1.PeerService.Fetch:input_type -> freqd.v1.FetchRequest
+	38, // 59: freqd.v1.PeerService.Install:input_type -> freqd.v1.InstallRequest
+	40, // 60: freqd.v1.PeerService.Commit:input_type -> freqd.v1.CommitRequest
+	42, // 61: freqd.v1.PeerService.Append:input_type -> freqd.v1.AppendRequest
+	44, // 62: freqd.v1.PeerService.Partitions:input_type -> freqd.v1.PartitionsRequest
+	28, // 63: freqd.v1.PeerService.PeerKeepAlive:input_type -> freqd.v1.PeerKeepAliveRequest
+	30, // 64: freqd.v1.PeerService.PeerReleaseClient:input_type -> freqd.v1.PeerReleaseClientRequest
+	1,  // 65: freqd.v1.FreqdService.Allocate:output_type -> freqd.v1.AllocateResponse
+	3,  // 66: freqd.v1.FreqdService.Release:output_type -> freqd.v1.ReleaseResponse
+	5,  // 67: freqd.v1.FreqdService.Holder:output_type -> freqd.v1.HolderResponse
+	7,  // 68: freqd.v1.FreqdService.Status:output_type -> freqd.v1.StatusResponse
+	12, // 69: freqd.v1.FreqdService.Ring:output_type -> freqd.v1.RingResponse
+	15, // 70: freqd.v1.FreqdService.Join:output_type -> freqd.v1.JoinResponse
+	21, // 71: freqd.v1.FreqdService.Leave:output_type -> freqd.v1.LeaveResponse
+	17, // 72: freqd.v1.FreqdService.KeepAlive:output_type -> freqd.v1.KeepAliveResponse
+	17, // 73: freqd.v1.FreqdService.KeepAliveStream:output_type -> freqd.v1.KeepAliveResponse
+	19, // 74: freqd.v1.FreqdService.ReleaseAll:output_type -> freqd.v1.ReleaseAllResponse
+	23, // 75: freqd.v1.PeerService.PeerAllocate:output_type -> freqd.v1.PeerAllocateResponse
+	3,  // 76: freqd.v1.PeerService.PeerRelease:output_type -> freqd.v1.ReleaseResponse
+	5,  // 77: freqd.v1.PeerService.PeerHolder:output_type -> freqd.v1.HolderResponse
+	27, // 78: freqd.v1.PeerService.PeerNote:output_type -> freqd.v1.PeerNoteResponse
+	35, // 79: freqd.v1.PeerService.Prepare:output_type -> freqd.v1.PrepareResponse
+	37, // 80: freqd.v1.PeerService.Fetch:output_type -> freqd.v1.FetchResponse
+	39, // 81: freqd.v1.PeerService.Install:output_type -> freqd.v1.InstallResponse
+	41, // 82: freqd.v1.PeerService.Commit:output_type -> freqd.v1.CommitResponse
+	43, // 83: freqd.v1.PeerService.Append:output_type -> freqd.v1.AppendResponse
+	45, // 84: freqd.v1.PeerService.Partitions:output_type -> freqd.v1.PartitionsResponse
+	29, // 85: freqd.v1.PeerService.PeerKeepAlive:output_type -> freqd.v1.PeerKeepAliveResponse
+	19, // 86: freqd.v1.PeerService.PeerReleaseClient:output_type -> freqd.v1.ReleaseAllResponse
+	65, // [65:87] is the sub-list for method output_type
+	43, // [43:65] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_freqd_v1_freqd_proto_init() }
@@ -3141,15 +3694,15 @@ func file_freqd_v1_freqd_proto_init() {
 		return
 	}
 	file_freqd_v1_freqd_proto_msgTypes[0].OneofWrappers = []any{}
-	file_freqd_v1_freqd_proto_msgTypes[18].OneofWrappers = []any{}
-	file_freqd_v1_freqd_proto_msgTypes[19].OneofWrappers = []any{}
+	file_freqd_v1_freqd_proto_msgTypes[22].OneofWrappers = []any{}
+	file_freqd_v1_freqd_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_freqd_v1_freqd_proto_rawDesc), len(file_freqd_v1_freqd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -54,6 +54,13 @@ const (
 	FreqdServiceJoinProcedure = "/freqd.v1.FreqdService/Join"
 	// FreqdServiceLeaveProcedure is the fully-qualified name of the FreqdService's Leave RPC.
 	FreqdServiceLeaveProcedure = "/freqd.v1.FreqdService/Leave"
+	// FreqdServiceKeepAliveProcedure is the fully-qualified name of the FreqdService's KeepAlive RPC.
+	FreqdServiceKeepAliveProcedure = "/freqd.v1.FreqdService/KeepAlive"
+	// FreqdServiceKeepAliveStreamProcedure is the fully-qualified name of the FreqdService's
+	// KeepAliveStream RPC.
+	FreqdServiceKeepAliveStreamProcedure = "/freqd.v1.FreqdService/KeepAliveStream"
+	// FreqdServiceReleaseAllProcedure is the fully-qualified name of the FreqdService's ReleaseAll RPC.
+	FreqdServiceReleaseAllProcedure = "/freqd.v1.FreqdService/ReleaseAll"
 	// PeerServicePeerAllocateProcedure is the fully-qualified name of the PeerService's PeerAllocate
 	// RPC.
 	PeerServicePeerAllocateProcedure = "/freqd.v1.PeerService/PeerAllocate"
@@ -75,6 +82,12 @@ const (
 	PeerServiceAppendProcedure = "/freqd.v1.PeerService/Append"
 	// PeerServicePartitionsProcedure is the fully-qualified name of the PeerService's Partitions RPC.
 	PeerServicePartitionsProcedure = "/freqd.v1.PeerService/Partitions"
+	// PeerServicePeerKeepAliveProcedure is the fully-qualified name of the PeerService's PeerKeepAlive
+	// RPC.
+	PeerServicePeerKeepAliveProcedure = "/freqd.v1.PeerService/PeerKeepAlive"
+	// PeerServicePeerReleaseClientProcedure is the fully-qualified name of the PeerService's
+	// PeerReleaseClient RPC.
+	PeerServicePeerReleaseClientProcedure = "/freqd.v1.PeerService/PeerReleaseClient"
 )
 
 // FreqdServiceClient is a client for the freqd.v1.FreqdService service.
@@ -94,6 +107,14 @@ type FreqdServiceClient interface {
 	Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error)
 	// Leave makes the receiving node hand off its partitions and leave.
 	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error)
+	// KeepAlive renews every lease client_id holds, in every partition: each
+	// leased frequency's lease runs again for its full TTL from now.
+	KeepAlive(context.Context, *connect.Request[v1.KeepAliveRequest]) (*connect.Response[v1.KeepAliveResponse], error)
+	// KeepAliveStream renews on every message it receives and answers each
+	// one, for long-lived clients: one stream instead of a call per renewal.
+	KeepAliveStream(context.Context) *connect.BidiStreamForClient[v1.KeepAliveRequest, v1.KeepAliveResponse]
+	// ReleaseAll frees every frequency client_id holds, leased or not.
+	ReleaseAll(context.Context, *connect.Request[v1.ReleaseAllRequest]) (*connect.Response[v1.ReleaseAllResponse], error)
 }
 
 // NewFreqdServiceClient constructs a client for the freqd.v1.FreqdService service. By default, it
@@ -149,18 +170,39 @@ func NewFreqdServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(freqdServiceMethods.ByName("Leave")),
 			connect.WithClientOptions(opts...),
 		),
+		keepAlive: connect.NewClient[v1.KeepAliveRequest, v1.KeepAliveResponse](
+			httpClient,
+			baseURL+FreqdServiceKeepAliveProcedure,
+			connect.WithSchema(freqdServiceMethods.ByName("KeepAlive")),
+			connect.WithClientOptions(opts...),
+		),
+		keepAliveStream: connect.NewClient[v1.KeepAliveRequest, v1.KeepAliveResponse](
+			httpClient,
+			baseURL+FreqdServiceKeepAliveStreamProcedure,
+			connect.WithSchema(freqdServiceMethods.ByName("KeepAliveStream")),
+			connect.WithClientOptions(opts...),
+		),
+		releaseAll: connect.NewClient[v1.ReleaseAllRequest, v1.ReleaseAllResponse](
+			httpClient,
+			baseURL+FreqdServiceReleaseAllProcedure,
+			connect.WithSchema(freqdServiceMethods.ByName("ReleaseAll")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // freqdServiceClient implements FreqdServiceClient.
 type freqdServiceClient struct {
-	allocate *connect.Client[v1.AllocateRequest, v1.AllocateResponse]
-	release  *connect.Client[v1.ReleaseRequest, v1.ReleaseResponse]
-	holder   *connect.Client[v1.HolderRequest, v1.HolderResponse]
-	status   *connect.Client[v1.StatusRequest, v1.StatusResponse]
-	ring     *connect.Client[v1.RingRequest, v1.RingResponse]
-	join     *connect.Client[v1.JoinRequest, v1.JoinResponse]
-	leave    *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
+	allocate        *connect.Client[v1.AllocateRequest, v1.AllocateResponse]
+	release         *connect.Client[v1.ReleaseRequest, v1.ReleaseResponse]
+	holder          *connect.Client[v1.HolderRequest, v1.HolderResponse]
+	status          *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	ring            *connect.Client[v1.RingRequest, v1.RingResponse]
+	join            *connect.Client[v1.JoinRequest, v1.JoinResponse]
+	leave           *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
+	keepAlive       *connect.Client[v1.KeepAliveRequest, v1.KeepAliveResponse]
+	keepAliveStream *connect.Client[v1.KeepAliveRequest, v1.KeepAliveResponse]
+	releaseAll      *connect.Client[v1.ReleaseAllRequest, v1.ReleaseAllResponse]
 }
 
 // Allocate calls freqd.v1.FreqdService.Allocate.
@@ -198,6 +240,21 @@ func (c *freqdServiceClient) Leave(ctx context.Context, req *connect.Request[v1.
 	return c.leave.CallUnary(ctx, req)
 }
 
+// KeepAlive calls freqd.v1.FreqdService.KeepAlive.
+func (c *freqdServiceClient) KeepAlive(ctx context.Context, req *connect.Request[v1.KeepAliveRequest]) (*connect.Response[v1.KeepAliveResponse], error) {
+	return c.keepAlive.CallUnary(ctx, req)
+}
+
+// KeepAliveStream calls freqd.v1.FreqdService.KeepAliveStream.
+func (c *freqdServiceClient) KeepAliveStream(ctx context.Context) *connect.BidiStreamForClient[v1.KeepAliveRequest, v1.KeepAliveResponse] {
+	return c.keepAliveStream.CallBidiStream(ctx)
+}
+
+// ReleaseAll calls freqd.v1.FreqdService.ReleaseAll.
+func (c *freqdServiceClient) ReleaseAll(ctx context.Context, req *connect.Request[v1.ReleaseAllRequest]) (*connect.Response[v1.ReleaseAllResponse], error) {
+	return c.releaseAll.CallUnary(ctx, req)
+}
+
 // FreqdServiceHandler is an implementation of the freqd.v1.FreqdService service.
 type FreqdServiceHandler interface {
 	// Allocate grants a free frequency to client_id, or the given frequency
@@ -215,6 +272,14 @@ type FreqdServiceHandler interface {
 	Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error)
 	// Leave makes the receiving node hand off its partitions and leave.
 	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error)
+	// KeepAlive renews every lease client_id holds, in every partition: each
+	// leased frequency's lease runs again for its full TTL from now.
+	KeepAlive(context.Context, *connect.Request[v1.KeepAliveRequest]) (*connect.Response[v1.KeepAliveResponse], error)
+	// KeepAliveStream renews on every message it receives and answers each
+	// one, for long-lived clients: one stream instead of a call per renewal.
+	KeepAliveStream(context.Context, *connect.BidiStream[v1.KeepAliveRequest, v1.KeepAliveResponse]) error
+	// ReleaseAll frees every frequency client_id holds, leased or not.
+	ReleaseAll(context.Context, *connect.Request[v1.ReleaseAllRequest]) (*connect.Response[v1.ReleaseAllResponse], error)
 }
 
 // NewFreqdServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -266,6 +331,24 @@ func NewFreqdServiceHandler(svc FreqdServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(freqdServiceMethods.ByName("Leave")),
 		connect.WithHandlerOptions(opts...),
 	)
+	freqdServiceKeepAliveHandler := connect.NewUnaryHandler(
+		FreqdServiceKeepAliveProcedure,
+		svc.KeepAlive,
+		connect.WithSchema(freqdServiceMethods.ByName("KeepAlive")),
+		connect.WithHandlerOptions(opts...),
+	)
+	freqdServiceKeepAliveStreamHandler := connect.NewBidiStreamHandler(
+		FreqdServiceKeepAliveStreamProcedure,
+		svc.KeepAliveStream,
+		connect.WithSchema(freqdServiceMethods.ByName("KeepAliveStream")),
+		connect.WithHandlerOptions(opts...),
+	)
+	freqdServiceReleaseAllHandler := connect.NewUnaryHandler(
+		FreqdServiceReleaseAllProcedure,
+		svc.ReleaseAll,
+		connect.WithSchema(freqdServiceMethods.ByName("ReleaseAll")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/freqd.v1.FreqdService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FreqdServiceAllocateProcedure:
@@ -282,6 +365,12 @@ func NewFreqdServiceHandler(svc FreqdServiceHandler, opts ...connect.HandlerOpti
 			freqdServiceJoinHandler.ServeHTTP(w, r)
 		case FreqdServiceLeaveProcedure:
 			freqdServiceLeaveHandler.ServeHTTP(w, r)
+		case FreqdServiceKeepAliveProcedure:
+			freqdServiceKeepAliveHandler.ServeHTTP(w, r)
+		case FreqdServiceKeepAliveStreamProcedure:
+			freqdServiceKeepAliveStreamHandler.ServeHTTP(w, r)
+		case FreqdServiceReleaseAllProcedure:
+			freqdServiceReleaseAllHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -319,6 +408,18 @@ func (UnimplementedFreqdServiceHandler) Leave(context.Context, *connect.Request[
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.FreqdService.Leave is not implemented"))
 }
 
+func (UnimplementedFreqdServiceHandler) KeepAlive(context.Context, *connect.Request[v1.KeepAliveRequest]) (*connect.Response[v1.KeepAliveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.FreqdService.KeepAlive is not implemented"))
+}
+
+func (UnimplementedFreqdServiceHandler) KeepAliveStream(context.Context, *connect.BidiStream[v1.KeepAliveRequest, v1.KeepAliveResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.FreqdService.KeepAliveStream is not implemented"))
+}
+
+func (UnimplementedFreqdServiceHandler) ReleaseAll(context.Context, *connect.Request[v1.ReleaseAllRequest]) (*connect.Response[v1.ReleaseAllResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.FreqdService.ReleaseAll is not implemented"))
+}
+
 // PeerServiceClient is a client for the freqd.v1.PeerService service.
 type PeerServiceClient interface {
 	// PeerAllocate grants from the receiving node's partitions, trying
@@ -341,6 +442,12 @@ type PeerServiceClient interface {
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
 	// Partitions reports the receiving node's replica records, for status.
 	Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error)
+	// PeerKeepAlive renews client_id's leases in every partition the
+	// receiving node leads.
+	PeerKeepAlive(context.Context, *connect.Request[v1.PeerKeepAliveRequest]) (*connect.Response[v1.PeerKeepAliveResponse], error)
+	// PeerReleaseClient frees client_id's frequencies in the given
+	// partitions, each of which the receiving node must lead.
+	PeerReleaseClient(context.Context, *connect.Request[v1.PeerReleaseClientRequest]) (*connect.Response[v1.ReleaseAllResponse], error)
 }
 
 // NewPeerServiceClient constructs a client for the freqd.v1.PeerService service. By default, it
@@ -414,21 +521,35 @@ func NewPeerServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(peerServiceMethods.ByName("Partitions")),
 			connect.WithClientOptions(opts...),
 		),
+		peerKeepAlive: connect.NewClient[v1.PeerKeepAliveRequest, v1.PeerKeepAliveResponse](
+			httpClient,
+			baseURL+PeerServicePeerKeepAliveProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("PeerKeepAlive")),
+			connect.WithClientOptions(opts...),
+		),
+		peerReleaseClient: connect.NewClient[v1.PeerReleaseClientRequest, v1.ReleaseAllResponse](
+			httpClient,
+			baseURL+PeerServicePeerReleaseClientProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("PeerReleaseClient")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // peerServiceClient implements PeerServiceClient.
 type peerServiceClient struct {
-	peerAllocate *connect.Client[v1.PeerAllocateRequest, v1.PeerAllocateResponse]
-	peerRelease  *connect.Client[v1.PeerReleaseRequest, v1.ReleaseResponse]
-	peerHolder   *connect.Client[v1.PeerHolderRequest, v1.HolderResponse]
-	peerNote     *connect.Client[v1.PeerNoteRequest, v1.PeerNoteResponse]
-	prepare      *connect.Client[v1.PrepareRequest, v1.PrepareResponse]
-	fetch        *connect.Client[v1.FetchRequest, v1.FetchResponse]
-	install      *connect.Client[v1.InstallRequest, v1.InstallResponse]
-	commit       *connect.Client[v1.CommitRequest, v1.CommitResponse]
-	append       *connect.Client[v1.AppendRequest, v1.AppendResponse]
-	partitions   *connect.Client[v1.PartitionsRequest, v1.PartitionsResponse]
+	peerAllocate      *connect.Client[v1.PeerAllocateRequest, v1.PeerAllocateResponse]
+	peerRelease       *connect.Client[v1.PeerReleaseRequest, v1.ReleaseResponse]
+	peerHolder        *connect.Client[v1.PeerHolderRequest, v1.HolderResponse]
+	peerNote          *connect.Client[v1.PeerNoteRequest, v1.PeerNoteResponse]
+	prepare           *connect.Client[v1.PrepareRequest, v1.PrepareResponse]
+	fetch             *connect.Client[v1.FetchRequest, v1.FetchResponse]
+	install           *connect.Client[v1.InstallRequest, v1.InstallResponse]
+	commit            *connect.Client[v1.CommitRequest, v1.CommitResponse]
+	append            *connect.Client[v1.AppendRequest, v1.AppendResponse]
+	partitions        *connect.Client[v1.PartitionsRequest, v1.PartitionsResponse]
+	peerKeepAlive     *connect.Client[v1.PeerKeepAliveRequest, v1.PeerKeepAliveResponse]
+	peerReleaseClient *connect.Client[v1.PeerReleaseClientRequest, v1.ReleaseAllResponse]
 }
 
 // PeerAllocate calls freqd.v1.PeerService.PeerAllocate.
@@ -481,6 +602,16 @@ func (c *peerServiceClient) Partitions(ctx context.Context, req *connect.Request
 	return c.partitions.CallUnary(ctx, req)
 }
 
+// PeerKeepAlive calls freqd.v1.PeerService.PeerKeepAlive.
+func (c *peerServiceClient) PeerKeepAlive(ctx context.Context, req *connect.Request[v1.PeerKeepAliveRequest]) (*connect.Response[v1.PeerKeepAliveResponse], error) {
+	return c.peerKeepAlive.CallUnary(ctx, req)
+}
+
+// PeerReleaseClient calls freqd.v1.PeerService.PeerReleaseClient.
+func (c *peerServiceClient) PeerReleaseClient(ctx context.Context, req *connect.Request[v1.PeerReleaseClientRequest]) (*connect.Response[v1.ReleaseAllResponse], error) {
+	return c.peerReleaseClient.CallUnary(ctx, req)
+}
+
 // PeerServiceHandler is an implementation of the freqd.v1.PeerService service.
 type PeerServiceHandler interface {
 	// PeerAllocate grants from the receiving node's partitions, trying
@@ -503,6 +634,12 @@ type PeerServiceHandler interface {
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
 	// Partitions reports the receiving node's replica records, for status.
 	Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error)
+	// PeerKeepAlive renews client_id's leases in every partition the
+	// receiving node leads.
+	PeerKeepAlive(context.Context, *connect.Request[v1.PeerKeepAliveRequest]) (*connect.Response[v1.PeerKeepAliveResponse], error)
+	// PeerReleaseClient frees client_id's frequencies in the given
+	// partitions, each of which the receiving node must lead.
+	PeerReleaseClient(context.Context, *connect.Request[v1.PeerReleaseClientRequest]) (*connect.Response[v1.ReleaseAllResponse], error)
 }
 
 // NewPeerServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -572,6 +709,18 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(peerServiceMethods.ByName("Partitions")),
 		connect.WithHandlerOptions(opts...),
 	)
+	peerServicePeerKeepAliveHandler := connect.NewUnaryHandler(
+		PeerServicePeerKeepAliveProcedure,
+		svc.PeerKeepAlive,
+		connect.WithSchema(peerServiceMethods.ByName("PeerKeepAlive")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServicePeerReleaseClientHandler := connect.NewUnaryHandler(
+		PeerServicePeerReleaseClientProcedure,
+		svc.PeerReleaseClient,
+		connect.WithSchema(peerServiceMethods.ByName("PeerReleaseClient")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/freqd.v1.PeerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PeerServicePeerAllocateProcedure:
@@ -594,6 +743,10 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 			peerServiceAppendHandler.ServeHTTP(w, r)
 		case PeerServicePartitionsProcedure:
 			peerServicePartitionsHandler.ServeHTTP(w, r)
+		case PeerServicePeerKeepAliveProcedure:
+			peerServicePeerKeepAliveHandler.ServeHTTP(w, r)
+		case PeerServicePeerReleaseClientProcedure:
+			peerServicePeerReleaseClientHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -641,4 +794,12 @@ func (UnimplementedPeerServiceHandler) Append(context.Context, *connect.Request[
 
 func (UnimplementedPeerServiceHandler) Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Partitions is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) PeerKeepAlive(context.Context, *connect.Request[v1.PeerKeepAliveRequest]) (*connect.Response[v1.PeerKeepAliveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerKeepAlive is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) PeerReleaseClient(context.Context, *connect.Request[v1.PeerReleaseClientRequest]) (*connect.Response[v1.ReleaseAllResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerReleaseClient is not implemented"))
 }
