@@ -23,6 +23,7 @@ import (
 	"github.com/freqd/freqd/internal/simnet"
 	"github.com/freqd/freqd/membership"
 	"github.com/freqd/freqd/pool"
+	"github.com/freqd/freqd/store"
 	"github.com/freqd/freqd/transport"
 )
 
@@ -186,6 +187,7 @@ type chaosSlot struct {
 	host       *simnet.Host
 	apiAddr    string
 	gossipAddr string
+	dataDir    string // kept across restarts, unless a restart wipes it
 
 	// Guarded by chaosRun.mu.
 	node   *Node         // the running process; nil while dead
@@ -388,10 +390,14 @@ func (r *chaosRun) fault(kind string) {
 	r.mu.Unlock()
 }
 
-// startNode starts a new process (a new incarnation, with no state) on s's
-// host, at s's fixed addresses.
+// startNode starts a process on s's host, at s's fixed addresses, with
+// s's data directory: the same incarnation with its state, or a new one if
+// the directory is empty.
 func (r *chaosRun) startNode(s *chaosSlot) {
 	t := r.t
+	if s.dataDir == "" {
+		s.dataDir = t.TempDir()
+	}
 	gt, err := s.host.NewGossipTransportAt(s.gossipAddr)
 	if err != nil {
 		t.Fatalf("gossip transport for %s: %v", s.name, err)
@@ -426,6 +432,8 @@ func (r *chaosRun) startNode(s *chaosSlot) {
 		StallTimeout:      chaosStall,
 		Seed:              r.sched.Uint64() | 1,
 		Incarnation:       r.sched.Uint64() | 1,
+		DataDir:           s.dataDir,
+		Sync:              store.SyncNone, // a kill here loses no page cache
 	})
 	if err != nil {
 		_ = gt.Shutdown()
@@ -469,9 +477,10 @@ func (r *chaosRun) kill(s *chaosSlot) {
 	}()
 }
 
-// restart starts a new incarnation of a killed node, once the old
-// process has finished closing (a process still running would otherwise
-// talk through the revived host).
+// restart starts a killed node again, once the old process has finished
+// closing (a process still running would otherwise talk through the
+// revived host): usually from its data directory (the same incarnation),
+// one time in four from an empty one (a lost disk: a new incarnation).
 func (r *chaosRun) restart(s *chaosSlot) {
 	r.mu.Lock()
 	done := s.closed
@@ -479,10 +488,18 @@ func (r *chaosRun) restart(s *chaosSlot) {
 	if done != nil {
 		<-done
 	}
+	kind := "restart"
+	if r.sched.IntN(4) == 0 {
+		kind = "restart-empty"
+		if err := os.RemoveAll(s.dataDir); err != nil {
+			r.t.Fatal(err)
+		}
+		s.dataDir = r.t.TempDir()
+	}
 	r.sim.Restart(s.host.Name())
 	r.startNode(s)
-	r.fault("restart")
-	r.logf("restart %s", s.name)
+	r.fault(kind)
+	r.logf("%s %s", kind, s.name)
 }
 
 func (r *chaosRun) liveNodes() []*Node {

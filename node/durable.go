@@ -390,6 +390,25 @@ func (n *Node) saveIdentity(id *freqdv1.NodeIdentity) error {
 	return nil
 }
 
+// parseIdentity decodes and checks the node file: it must be this node's,
+// for this pool layout, with an incarnation.
+func (n *Node) parseIdentity(raw []byte) (*freqdv1.NodeIdentity, error) {
+	var id freqdv1.NodeIdentity
+	if err := proto.Unmarshal(raw, &id); err != nil {
+		return nil, fmt.Errorf("node %s: node file in %s: %w: %w", n.opts.Name, n.opts.DataDir, err, freqd.ErrInvalidArgument)
+	}
+	switch {
+	case id.GetName() != n.opts.Name:
+		return nil, fmt.Errorf("node %s: data directory %s belongs to node %q: %w", n.opts.Name, n.opts.DataDir, id.GetName(), freqd.ErrInvalidArgument)
+	case id.GetFingerprint() != n.layout.Fingerprint():
+		return nil, fmt.Errorf("node %s: data directory %s holds a pool of another layout (fingerprint %016x, configured %016x): %w",
+			n.opts.Name, n.opts.DataDir, id.GetFingerprint(), n.layout.Fingerprint(), freqd.ErrInvalidArgument)
+	case id.GetIncarnation() == 0:
+		return nil, fmt.Errorf("node %s: node file in %s has no incarnation: %w", n.opts.Name, n.opts.DataDir, freqd.ErrInvalidArgument)
+	}
+	return &id, nil
+}
+
 // openStore opens the data directory, adopts the identity it records (the
 // same incarnation: this node's promises and states are still its own)
 // and rebuilds the records from it.
@@ -419,25 +438,13 @@ func (n *Node) openStore() error {
 		}
 		return nil
 	}
-	var id freqdv1.NodeIdentity
-	if err := proto.Unmarshal(raw, &id); err != nil {
+	id, err := n.parseIdentity(raw)
+	if err != nil {
 		_ = st.Close()
-		return fmt.Errorf("node %s: node file in %s: %w", n.opts.Name, n.opts.DataDir, err)
-	}
-	switch {
-	case id.GetName() != n.opts.Name:
-		_ = st.Close()
-		return fmt.Errorf("node %s: data directory %s belongs to node %q: %w", n.opts.Name, n.opts.DataDir, id.GetName(), freqd.ErrInvalidArgument)
-	case id.GetFingerprint() != n.layout.Fingerprint():
-		_ = st.Close()
-		return fmt.Errorf("node %s: data directory %s holds a pool of another layout (fingerprint %016x, configured %016x): %w",
-			n.opts.Name, n.opts.DataDir, id.GetFingerprint(), n.layout.Fingerprint(), freqd.ErrInvalidArgument)
-	case id.GetIncarnation() == 0:
-		_ = st.Close()
-		return fmt.Errorf("node %s: node file in %s has no incarnation: %w", n.opts.Name, n.opts.DataDir, freqd.ErrInvalidArgument)
+		return err
 	}
 	n.self.Incarnation, n.opts.Incarnation = id.GetIncarnation(), id.GetIncarnation()
-	n.recovered = &id
+	n.recovered = id
 	held, lost := n.recover(rec)
 	if lost > 0 && st.Err() == nil {
 		if err := n.markLost(); err != nil {

@@ -604,6 +604,15 @@ func (c *foCluster) restart(v *foNode) {
 			c.t.Fatal(err)
 		}
 	}
+	// A node restarted on its data directory recovers its state and its
+	// incarnation from it. These tests want a node that comes back empty,
+	// as a new incarnation (waitStable checks that no configuration names
+	// the killed one), so the killed node's data directory is moved away
+	// (kept as <dir>.<gen>, to look at after a failure) before the restart.
+	data := filepath.Join(c.e.dir, "data", v.name)
+	if err := os.Rename(data, fmt.Sprintf("%s.%d", data, v.gen)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		c.t.Fatalf("restart %s: move its data directory away: %v", v.name, err)
+	}
 	for i := len(c.downs) - 1; i >= 0; i-- {
 		if c.downs[i].name == v.name && c.downs[i].to.IsZero() {
 			c.downs[i].to = time.Now()
