@@ -37,6 +37,7 @@ func TestMetaRoundTrip(t *testing.T) {
 	for _, m := range []Meta{
 		{State: StateJoining},
 		{APIAddr: "127.0.0.1:7000", State: StateActive, Initialized: true, Fingerprint: 0xdeadbeefcafef00d},
+		{APIAddr: "127.0.0.1:7001", State: StateActive, Initialized: true, Degraded: true, Incarnation: 9},
 		{APIAddr: "[::1]:1", State: StateLeaving, Fingerprint: math.MaxUint64, ClusterID: 3, Incarnation: math.MaxUint64},
 		{APIAddr: "h:" + strings.Repeat("9", MaxAPIAddrLen-2), State: StateActive},
 	} {

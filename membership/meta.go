@@ -106,22 +106,29 @@ type Meta struct {
 	// restarts without its data picks a new one, so replicas never count it
 	// as holding what its previous incarnation held (docs/replication.md).
 	Incarnation uint64
+	// Degraded says the node cannot write its data directory (disk full,
+	// read-only, I/O errors): it stays a member but owns no partitions
+	// until it can again, so its partitions move to nodes that can keep
+	// them.
+	Degraded bool
 }
 
 // Meta wire format, version 2 (all of it, nothing may follow):
 //
 //	byte    version (2)
 //	byte    state (1..3)
-//	byte    flags (bit 0 = initialized; other bits must be zero)
+//	byte    flags (bit 0 = initialized, bit 1 = degraded; other bits
+//	        must be zero)
 //	8 bytes fingerprint, big endian
 //	8 bytes cluster id, big endian
 //	8 bytes incarnation, big endian
 //	uvarint len(APIAddr), then APIAddr (UTF-8, at most MaxAPIAddrLen bytes)
 const (
-	metaVersion    = 2
-	metaFlagInit   = 1 << 0
-	metaFixedLen   = 1 + 1 + 1 + 8 + 8 + 8
-	flagsKnownMask = metaFlagInit
+	metaVersion      = 2
+	metaFlagInit     = 1 << 0
+	metaFlagDegraded = 1 << 1
+	metaFixedLen     = 1 + 1 + 1 + 8 + 8 + 8
+	flagsKnownMask   = metaFlagInit | metaFlagDegraded
 	// MaxAPIAddrLen is the longest Meta.APIAddr accepted, in bytes.
 	MaxAPIAddrLen = 255
 )
@@ -160,6 +167,9 @@ func (m Meta) MarshalBinary() ([]byte, error) {
 	if m.Initialized {
 		flags |= metaFlagInit
 	}
+	if m.Degraded {
+		flags |= metaFlagDegraded
+	}
 	b = append(b, metaVersion, byte(m.State), flags)
 	b = binary.BigEndian.AppendUint64(b, m.Fingerprint)
 	b = binary.BigEndian.AppendUint64(b, m.ClusterID)
@@ -186,6 +196,7 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 	out := Meta{
 		State:       State(b[1]),
 		Initialized: b[2]&metaFlagInit != 0,
+		Degraded:    b[2]&metaFlagDegraded != 0,
 		Fingerprint: binary.BigEndian.Uint64(b[3:11]),
 		ClusterID:   binary.BigEndian.Uint64(b[11:19]),
 		Incarnation: binary.BigEndian.Uint64(b[19:27]),

@@ -325,8 +325,9 @@ func (n *Node) storeLoop(ctx context.Context) {
 		}
 		if err := n.st.Err(); err != nil {
 			if !failed {
-				n.log.Error("data directory failed; refusing writes until it can be written again", "dir", n.opts.DataDir, "err", err)
+				n.log.Error("data directory failed; refusing writes and handing its partitions to other nodes until it can be written again", "dir", n.opts.DataDir, "err", err)
 				failed = true
+				n.setDegraded(true)
 			}
 			if err := n.rebase(); err != nil {
 				continue
@@ -339,6 +340,7 @@ func (n *Node) storeLoop(ctx context.Context) {
 			}
 			n.log.Info("data directory writable again; state rewritten", "dir", n.opts.DataDir)
 			failed = false
+			n.setDegraded(false)
 			n.signalChange()
 			continue
 		}
@@ -352,6 +354,30 @@ func (n *Node) storeLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// setDegraded announces whether this node can keep partitions (gossip
+// meta), and rebuilds the ring: a degraded node owns none, so its
+// partitions move to nodes that can write (docs/storage.md).
+func (n *Node) setDegraded(on bool) {
+	if on {
+		// A primary that cannot keep its commands only refuses them:
+		// step down, so requests go to the nodes taking over.
+		for _, r := range n.recs {
+			r.mu.Lock()
+			r.stopPrimary()
+			r.mu.Unlock()
+		}
+		n.view.Store(nil)
+	}
+	meta := n.ml.LocalMeta()
+	if meta.Degraded != on {
+		meta.Degraded = on
+		if err := n.ml.SetMeta(meta); err != nil {
+			n.log.Warn("announce the data directory state", "degraded", on, "err", err)
+		}
+	}
+	n.rebuildRing()
 }
 
 // rebase rewrites every partition's record to a failed store.

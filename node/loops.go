@@ -12,15 +12,16 @@ import (
 )
 
 // ringMembers is the set of nodes that own partitions: alive (or suspect)
-// active members with our pool layout, plus ourselves while active.
+// active members with our pool layout that can write their data
+// directories (not degraded), plus ourselves while active and able to.
 func (n *Node) ringMembers() []string {
 	var names []string
 	fp := n.layout.Fingerprint()
 	for _, m := range n.ml.Alive() {
-		if m.Meta.State != membership.StateActive || m.Meta.Fingerprint != fp {
+		if m.Meta.State != membership.StateActive || m.Meta.Fingerprint != fp || m.Meta.Degraded {
 			continue
 		}
-		if m.Name == n.opts.Name && n.leaving.Load() {
+		if m.Name == n.opts.Name && (n.leaving.Load() || n.storeErr() != nil) {
 			continue
 		}
 		names = append(names, m.Name)

@@ -317,6 +317,7 @@ func (n *Node) Start(ctx context.Context) error {
 		// must never found a new one, whoever it finds first.
 		meta.Initialized, meta.State, meta.ClusterID = true, membership.StateActive, id.GetClusterId()
 	}
+	meta.Degraded = n.storeErr() != nil
 	ml, err := membership.New(gc, meta)
 	if err != nil {
 		_ = srv.Shutdown(ctx)

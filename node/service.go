@@ -526,6 +526,12 @@ func (n *Node) Status(ctx context.Context) *freqdv1.StatusResponse {
 		if a := per[m.Name]; a != nil {
 			mm.Partitions, mm.Free, mm.Held = a.parts, a.free, a.held
 		}
+		switch err := n.storeErr(); {
+		case m.Name == n.opts.Name && err != nil:
+			mm.Problem = err.Error() + "; its partitions are handed to other nodes"
+		case m.Meta.Degraded:
+			mm.Problem = "cannot write its data directory (as it reports by gossip); its partitions are handed to other nodes"
+		}
 		out.Members = append(out.Members, mm)
 	}
 	return out

@@ -368,6 +368,11 @@ func printMembers(out io.Writer, ms []*freqdv1.Member) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.GetName(), m.GetApiAddr(), m.GetGossipAddr(), m.GetState(), m.GetHealth(), m.GetPartitions(), m.GetFree(), m.GetHeld())
 	}
 	_ = tw.Flush()
+	for _, m := range ms {
+		if m.GetProblem() != "" {
+			fmt.Fprintf(out, "%s: %s\n", m.GetName(), m.GetProblem())
+		}
+	}
 }
 
 func ringCmd() *cobra.Command {

@@ -398,7 +398,7 @@ const (
 	logRecovered = `msg="recovered from the data directory"`
 	logDamaged   = `msg="partition state damaged on disk; it will be fetched again from its replicas"`
 	logWritable  = `msg="data directory writable again; state rewritten"`
-	logDirFailed = `msg="data directory failed; refusing writes until it can be written again"`
+	logDirFailed = `msg="data directory failed; refusing writes and handing its partitions to other nodes until it can be written again"`
 )
 
 // checkRecovered checks n's log for the line of its start from its data

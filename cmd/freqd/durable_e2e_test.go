@@ -595,12 +595,13 @@ func (l *dcLoad) expect(extra ...*dcWorker) dcExpect {
 }
 
 // TestDataDirFull gives one node a 4 MiB tmpfs as its data directory, runs
-// the load, and fills the tmpfs. The node must stop acknowledging: an
-// allocation in a partition it leads fails with Unavailable naming the
-// problem (no space left on device), through any node, and the status
-// says why; partitions led by the others keep granting. Once the filler is
-// removed the node must recover by itself, and at the end nothing
-// acknowledged may be lost (the final check of TestRestartFromDiskUnderLoad).
+// the load, and fills the tmpfs. The node must stop acknowledging what it
+// cannot keep and say why (no space left on device) in its log and status;
+// it owns no partitions while it cannot write, so the others take its
+// partitions over and every partition keeps granting. Once the filler is
+// removed the node must recover by itself and own its partitions again,
+// and at the end nothing acknowledged may be lost (the final check of
+// TestRestartFromDiskUnderLoad).
 //
 // It needs root (mount) and skips without it.
 func TestDataDirFull(t *testing.T) {
@@ -617,7 +618,7 @@ func TestDataDirFull(t *testing.T) {
 	fillUp(t, filler)
 	t.Logf("%s's data directory (a 4 MiB tmpfs) filled up", v.name)
 	const problem = "no space left on device"
-	probe := c.checkRefusing(l, v, problem)
+	probe := c.checkHandedOff(l, v, problem)
 	c.checkLogged(v, logDirFailed, problem)
 
 	if err := os.Remove(filler); err != nil {
@@ -630,8 +631,8 @@ func TestDataDirFull(t *testing.T) {
 // TestDataDirReadOnly restarts a node killed with kill -9 on its data
 // directory made a read-only bind mount of itself. The node must come up
 // refusing writes: its log and the status name the problem (read-only file
-// system), an allocation in a partition it owns fails with Unavailable
-// naming it, and partitions owned by the others keep granting. Once the
+// system), it owns no partitions, and every partition keeps granting
+// through every node. Once the
 // directory is made writable again the node must recover by itself (same
 // incarnation), and nothing acknowledged may be lost.
 //
@@ -654,7 +655,7 @@ func TestDataDirReadOnly(t *testing.T) {
 	}
 	c.restart(v)
 	const problem = "read-only file system"
-	probe := c.checkRefusing(l, v, problem)
+	probe := c.checkHandedOff(l, v, problem)
 	c.checkLogged(v, logDirFailed, problem)
 
 	if out, err := exec.Command(mnt, "-o", "remount,rw,bind", v.data).CombinedOutput(); err != nil {
@@ -708,20 +709,17 @@ func fillUp(t *testing.T, path string) {
 	}
 }
 
-// checkRefusing waits until v refuses writes for problem, then checks the
-// cluster's answers: an allocation in each partition v owns fails with
-// Unavailable naming the problem, through every node, and each node's
-// status names it for those partitions; one in each other partition
-// succeeds. The calls are single attempts made by a client of its own
-// ("probe", recorded in l's history), which it returns.
-func (c *dcCluster) checkRefusing(l *dcLoad, v *dcNode, problem string) *dcWorker {
+// checkHandedOff waits until v, which cannot write its data directory
+// (problem), has said so and handed its partitions to the others: v's
+// status names the problem in full, every other node's status marks v, no
+// partition is owned or led by v and every partition is writable. Then an
+// allocation in every partition, through the nodes in turn (v included: it
+// forwards), succeeds. The calls are single attempts made by a client of
+// its own ("probe", recorded in l's history), which it returns.
+func (c *dcCluster) checkHandedOff(l *dcLoad, v *dcNode, problem string) *dcWorker {
 	t := c.t
 	t.Helper()
 	probe := newDcWorker(dcWorkers+1, "probe", nil)
-	mine := c.owned(v)
-	if len(mine) == 0 {
-		t.Fatalf("%s owns no partition", v.name)
-	}
 	next := map[uint32]uint32{} // partition -> next frequency to ask for
 	ask := func(n *dcNode, p *freqdv1.PartitionInfo) error {
 		for range p.GetLast() - p.GetFirst() + 1 {
@@ -740,52 +738,41 @@ func (c *dcCluster) checkRefusing(l *dcLoad, v *dcNode, problem string) *dcWorke
 		}
 		return fmt.Errorf("partition %d: every frequency held", p.GetId())
 	}
-	names := func(msg string) bool {
-		return strings.Contains(msg, problem) && strings.Contains(msg, "cannot write its data directory")
-	}
-	refused := func(err error) bool {
-		return errors.Is(err, freqd.ErrUnavailable) && !errors.Is(err, freqd.ErrOutcomeUnknown) && names(err.Error())
-	}
-	c.waitUntil(v.name+" to refuse writes ("+problem+")", func() error {
+	c.waitUntil(v.name+" to hand its partitions off ("+problem+")", func() error {
 		for _, n := range c.nodes {
-			for _, p := range mine {
-				if err := ask(n, p); !refused(err) {
-					return fmt.Errorf("allocation in partition %d via %s: %s", p.GetId(), n.name, errText(err))
-				}
-			}
 			st, r, err := n.view()
 			if err != nil {
 				return err
 			}
-			for _, p := range mine {
-				i := slices.IndexFunc(st.GetProblems(), func(pp *freqdv1.PartitionProblem) bool { return pp.GetPartition() == p.GetId() })
-				if i < 0 || !names(st.GetProblems()[i].GetReason()) {
-					return fmt.Errorf("status via %s: partition %d not reported with %q: %v", n.name, p.GetId(), problem, st.GetProblems())
-				}
-				if rp := r.GetPartitions()[p.GetId()]; rp.GetWritable() || !names(rp.GetReason()) {
-					return fmt.Errorf("ring via %s: partition %d writable %v (%s); want not writable, naming %q", n.name, p.GetId(), rp.GetWritable(), rp.GetReason(), problem)
+			i := slices.IndexFunc(st.GetMembers(), func(m *freqdv1.Member) bool { return m.GetName() == v.name })
+			if i < 0 {
+				return fmt.Errorf("status via %s does not list %s", n.name, v.name)
+			}
+			pr := st.GetMembers()[i].GetProblem()
+			if !strings.Contains(pr, "cannot write its data directory") || n == v && !strings.Contains(pr, problem) {
+				return fmt.Errorf("status via %s: %s's problem is %q; want it to name %q", n.name, v.name, pr, problem)
+			}
+			if st.GetWritable() != uint32(dcPartitions) {
+				return fmt.Errorf("status via %s: %d of %d partitions writable: %v", n.name, st.GetWritable(), dcPartitions, st.GetProblems())
+			}
+			for _, p := range r.GetPartitions() {
+				if p.GetOwner() == v.name || p.GetHolder() == v.name {
+					return fmt.Errorf("ring via %s: partition %d owned by %s, led by %s", n.name, p.GetId(), p.GetOwner(), p.GetHolder())
 				}
 			}
 		}
 		return nil
 	})
-	t.Logf("%s refuses writes in partitions %v: %v", v.name, partitionIDs(mine), errText(ask(v, mine[0])))
-
-	// The other partitions keep granting (single attempts, through the
-	// other nodes in turn), and releasing.
-	k := 0
+	st, _, _ := v.view()
+	for _, m := range st.GetMembers() {
+		if m.GetName() == v.name {
+			t.Logf("%s handed its partitions off: %s", v.name, m.GetProblem())
+		}
+	}
 	for p := range uint32(dcPartitions) {
-		if slices.ContainsFunc(mine, func(m *freqdv1.PartitionInfo) bool { return m.GetId() == p }) {
-			continue
-		}
-		var n *dcNode
-		for n = c.nodes[k%len(c.nodes)]; n == v; n = c.nodes[k%len(c.nodes)] {
-			k++
-		}
-		k++
-		pi := c.partition(p)
-		if err := ask(n, pi); err != nil {
-			t.Errorf("while %s refuses writes: allocation in partition %d via %s: %v", v.name, p, n.name, err)
+		n := c.nodes[int(p)%len(c.nodes)] // v included: it forwards
+		if err := ask(n, c.partition(p)); err != nil {
+			t.Errorf("while %s cannot write: allocation in partition %d via %s: %v", v.name, p, n.name, err)
 		}
 	}
 	return probe
@@ -799,14 +786,17 @@ func partitionIDs(ps []*freqdv1.PartitionInfo) []uint32 {
 	return out
 }
 
-// checkLogged checks that n logged msg with an err attribute mentioning
-// problem.
+// checkLogged waits until n has logged msg with an err attribute
+// mentioning problem (the node logs a failed disk on its next store tick).
 func (c *dcCluster) checkLogged(n *dcNode, msg, problem string) {
 	c.t.Helper()
-	lines := c.logLines(n, msg)
-	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(slogAttr(l, "err"), problem) }) {
-		c.t.Errorf("%s logged no %s naming %q:\n%s", n.name, msg, problem, strings.Join(lines, "\n"))
-	}
+	c.waitUntil(n.name+" to log "+msg, func() error {
+		lines := c.logLines(n, msg)
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(slogAttr(l, "err"), problem) }) {
+			return fmt.Errorf("%s logged no %s naming %q:\n%s", n.name, msg, problem, strings.Join(lines, "\n"))
+		}
+		return nil
+	})
 }
 
 // checkRecovering waits, after its disk was fixed (what), until v has

@@ -762,9 +762,13 @@ type Member struct {
 	Health string `protobuf:"bytes,5,opt,name=health,proto3" json:"health,omitempty"`
 	// partitions, free and held describe the partitions the member holds,
 	// as last gossiped (eventually consistent).
-	Partitions    uint32 `protobuf:"varint,6,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	Free          uint64 `protobuf:"varint,7,opt,name=free,proto3" json:"free,omitempty"`
-	Held          uint64 `protobuf:"varint,8,opt,name=held,proto3" json:"held,omitempty"`
+	Partitions uint32 `protobuf:"varint,6,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Free       uint64 `protobuf:"varint,7,opt,name=free,proto3" json:"free,omitempty"`
+	Held       uint64 `protobuf:"varint,8,opt,name=held,proto3" json:"held,omitempty"`
+	// problem, when set, is why the member owns no partitions although it
+	// is active: it cannot write its data directory (the answering node's
+	// own error in full; another member's as gossip reports it).
+	Problem       string `protobuf:"bytes,9,opt,name=problem,proto3" json:"problem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -853,6 +857,13 @@ func (x *Member) GetHeld() uint64 {
 		return x.Held
 	}
 	return 0
+}
+
+func (x *Member) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
 }
 
 type RingRequest struct {
@@ -3297,7 +3308,7 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"1\n" +
 	"\x05Range\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\rR\x05first\x12\x12\n" +
-	"\x04last\x18\x02 \x01(\rR\x04last\"\xce\x01\n" +
+	"\x04last\x18\x02 \x01(\rR\x04last\"\xe8\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1f\n" +
@@ -3309,7 +3320,8 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"partitions\x18\x06 \x01(\rR\n" +
 	"partitions\x12\x12\n" +
 	"\x04free\x18\a \x01(\x04R\x04free\x12\x12\n" +
-	"\x04held\x18\b \x01(\x04R\x04held\"\r\n" +
+	"\x04held\x18\b \x01(\x04R\x04held\x12\x18\n" +
+	"\aproblem\x18\t \x01(\tR\aproblem\"\r\n" +
 	"\vRingRequest\"[\n" +
 	"\fRingResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
