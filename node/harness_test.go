@@ -95,6 +95,32 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 
 func (c *testCluster) startNode(name, gossipAddr string, seeds []string, expect int) *Node {
 	c.t.Helper()
+	for attempt := 1; ; attempt++ {
+		nd, err := c.tryStart(name, gossipAddr, seeds, expect)
+		if err == nil {
+			return nd
+		}
+		// FreeAddr's port may be taken (by another test process's
+		// outgoing connection) before memberlist binds it: take another.
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			c.t.Logf("node %s: %v; retrying on another port", name, err)
+			old := gossipAddr
+			gossipAddr = testutil.FreeAddr(c.t)
+			c.mu.Lock()
+			for i, s := range c.seeds {
+				if s == old {
+					c.seeds[i] = gossipAddr
+				}
+			}
+			c.mu.Unlock()
+			continue
+		}
+		c.t.Fatalf("start node %s: %v", name, err)
+	}
+}
+
+// tryStart builds and starts one node; on failure nothing of it runs.
+func (c *testCluster) tryStart(name, gossipAddr string, seeds []string, expect int) (*Node, error) {
 	prof, _ := membership.ProfileByName(membership.ProfileLocal)
 	prof.GossipInterval = 50 * time.Millisecond
 	prof.PushPullInterval = 2 * time.Second
@@ -138,17 +164,18 @@ func (c *testCluster) startNode(name, gossipAddr string, seeds []string, expect 
 		RebalanceInterval: 100 * time.Millisecond,
 	})
 	if err != nil {
-		c.t.Fatalf("new node %s: %v", name, err)
+		return nil, fmt.Errorf("new node %s: %w", name, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := nd.Start(ctx); err != nil {
-		c.t.Fatalf("start node %s: %v", name, err)
+		_ = nd.Close()
+		return nil, err
 	}
 	c.mu.Lock()
 	c.nodes = append(c.nodes, nd)
 	c.mu.Unlock()
-	return nd
+	return nd, nil
 }
 
 // restart starts a crashed node again under its name, gossip address and
