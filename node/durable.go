@@ -471,6 +471,18 @@ func (n *Node) openStore() error {
 	}
 	n.self.Incarnation, n.opts.Incarnation = id.GetIncarnation(), id.GetIncarnation()
 	n.recovered = id
+	if !id.GetInitialized() {
+		// Never a member: whatever partition data is here comes from a
+		// pool creation that crashed before it was recorded, was never
+		// served, and must not pass for state later. Start empty.
+		if len(rec.Partitions) > 0 || rec.All != "" || len(rec.Damaged) > 0 {
+			n.log.Warn("data directory holds partition data of a cluster this node never joined (an interrupted pool creation); discarding it", "dir", n.opts.DataDir)
+			if err := st.Rebase(nil); err != nil {
+				n.log.Error("cannot discard the data; serving nothing writable", "err", err)
+			}
+		}
+		return nil
+	}
 	held, lost := n.recover(rec)
 	if lost > 0 && st.Err() == nil {
 		if err := n.markLost(); err != nil {

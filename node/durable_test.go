@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/freqd/freqd/client"
 	"github.com/freqd/freqd/store"
 )
@@ -140,4 +142,45 @@ func TestDamagedCheckpoint(t *testing.T) {
 	})
 	cl = c.client(c.addrs()...)
 	checkHeld(t, c, cl, want)
+}
+
+// TestInterruptedBootstrapDiscarded: partition data next to a node file
+// that says the node never joined a cluster (a pool creation that crashed
+// before it was recorded) is discarded at start, never taken for state.
+func TestInterruptedBootstrapDiscarded(t *testing.T) {
+	c := startCluster(t, 1, clusterOpts{factor: 1, durable: true, sync: store.SyncNone})
+	n := c.node("n1")
+	id := n.identity(false, 0)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.forget(n)
+	dir := c.dirs["n1"]
+	st, rec, err := store.Open(store.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Partitions) == 0 {
+		t.Fatal("no partition data to discard: the test proves nothing")
+	}
+	b, err := proto.Marshal(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.WriteMeta(identityFile, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Options{Name: "n1", APIAddr: "127.0.0.1:0", Layout: c.layout, Logger: testLogger(t), DataDir: dir, Sync: store.SyncNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, r := range m.recs {
+		if r.p != nil || !r.promised.IsZero() || r.lost {
+			t.Fatalf("partition %d recovered (state %v, promise %v, lost %v) from a node that never joined", r.id, r.p != nil, r.promised, r.lost)
+		}
+	}
 }
