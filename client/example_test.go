@@ -60,3 +60,40 @@ func Example() {
 	err = c.Release(ctx, "radio-7", g.Frequency)
 	fmt.Println("released twice:", errors.Is(err, freqd.ErrNotHeld))
 }
+
+// ExampleClient_KeepAliveLoop leases a frequency and keeps the lease alive
+// while the process runs: if the process dies, the cluster releases the
+// frequency within a TTL (plus a failover gap if a primary dies too).
+// Compiled, not run by go test.
+func ExampleClient_KeepAliveLoop() {
+	c, err := client.New([]string{"127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+
+	g, err := c.AllocateLease(ctx, "radio-9", 30*time.Second)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("radio-9 got %d until %s unless renewed\n", g.Frequency, g.Expires.Format(time.RFC3339))
+
+	// Renew every TTL/3 over one stream until stop is called.
+	go func() {
+		_ = c.KeepAliveLoop(ctx, "radio-9", 10*time.Second, func(r client.Renewal, err error) {
+			if err != nil {
+				log.Printf("keepalive: %v", err)
+			}
+		})
+	}()
+
+	// ... use the frequency ...
+
+	// Done with everything radio-9 holds, leased or not.
+	freed, err := c.ReleaseAll(ctx, "radio-9")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("released", freed)
+}
