@@ -78,15 +78,23 @@ func (n *Node) prepare(ctx context.Context, r *record, e Epoch) (*freqdv1.Prepar
 		r.promiseLocked(e)
 		err = n.persistLocked(r, metaLocked(r, freqdv1.DiskRecord_KIND_META))
 	}
-	out, lsn := n.prepareAnswerLocked(r, ok), r.lsn
-	r.mu.Unlock()
-	if err == nil {
-		err = n.durable(ctx, r.id, lsn)
-	}
-	if err != nil {
+	out := n.prepareAnswerLocked(r, ok)
+	if err := n.unlockDurable(ctx, r, err); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// unlockDurable releases r.mu, then waits until everything logged for r
+// so far is on disk: an acknowledgement sent after it is never ahead of
+// the disk. err is a failure to log, returned as it is.
+func (n *Node) unlockDurable(ctx context.Context, r *record, err error) error {
+	lsn := r.lsn
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return n.durable(ctx, r.id, lsn)
 }
 
 // prepareAnswerLocked is a replica's answer to Prepare: whether it promised,
@@ -180,13 +188,8 @@ func (n *Node) install(ctx context.Context, r *record, cfg Config, p *partition.
 	if err == nil {
 		err = n.persistLocked(r, d)
 	}
-	lsn := r.lsn
-	r.mu.Unlock()
 	n.signalChange()
-	if err == nil {
-		err = n.durable(ctx, r.id, lsn)
-	}
-	if err != nil {
+	if err := n.unlockDurable(ctx, r, err); err != nil {
 		return nil, err
 	}
 	return &freqdv1.InstallResponse{}, nil
@@ -214,13 +217,8 @@ func (n *Node) commit(ctx context.Context, r *record, cfg Config) (*freqdv1.Comm
 	}
 	err := n.persistLocked(r, d)
 	out.Ok, out.Highest = true, epochToPB(r.promised)
-	lsn := r.lsn
-	r.mu.Unlock()
 	n.signalChange()
-	if err == nil {
-		err = n.durable(ctx, r.id, lsn)
-	}
-	if err != nil {
+	if err := n.unlockDurable(ctx, r, err); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -234,12 +232,7 @@ func (n *Node) appendCmds(ctx context.Context, r *record, e Epoch, prev uint64, 
 	}
 	r.mu.Lock()
 	out, err := n.appendLocked(r, e, prev, cmds)
-	lsn := r.lsn
-	r.mu.Unlock()
-	if err == nil && out.GetOk() {
-		err = n.durable(ctx, r.id, lsn)
-	}
-	if err != nil {
+	if err := n.unlockDurable(ctx, r, err); err != nil {
 		return nil, err
 	}
 	return out, nil

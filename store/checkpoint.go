@@ -354,23 +354,10 @@ func (s *Store) writeCheckpoints(files map[int]ckptFile) (map[int]int64, error) 
 		data := encodeCheckpoint(files[p])
 		sizes[p] = int64(len(data))
 		tmp := s.path(ckptName(p) + ".tmp")
-		f, err := s.fsys.Create(tmp)
-		if err != nil {
+		if err := s.writeTmp(tmp, data); err != nil {
 			return cleanup(err)
 		}
 		tmps = append(tmps, tmp)
-		_, err = f.Write(data)
-		if err != nil {
-			err = pathError("write", tmp, err)
-		} else if err = f.Sync(); err != nil {
-			err = pathError("sync", tmp, err)
-		}
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = pathError("close", tmp, cerr)
-		}
-		if err != nil {
-			return cleanup(err)
-		}
 	}
 	for i, p := range parts {
 		if err := s.fsys.Rename(tmps[i], s.path(ckptName(p))); err != nil {

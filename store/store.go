@@ -577,6 +577,19 @@ func (s *Store) createSegment(first uint64, flags uint16) (writeFile, string, er
 // rename, directory fsync.
 func (s *Store) writeAtomic(name string, data []byte) error {
 	tmp := s.path(name + ".tmp")
+	if err := s.writeTmp(tmp, data); err != nil {
+		return err
+	}
+	if err := s.fsys.Rename(tmp, s.path(name)); err != nil {
+		_ = s.fsys.Remove(tmp)
+		return err
+	}
+	return s.fsys.SyncDir(s.dir)
+}
+
+// writeTmp creates tmp holding data, fsynced and closed; on failure it
+// removes what it created.
+func (s *Store) writeTmp(tmp string, data []byte) error {
 	f, err := s.fsys.Create(tmp)
 	if err != nil {
 		return err
@@ -590,12 +603,8 @@ func (s *Store) writeAtomic(name string, data []byte) error {
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = pathError("close", tmp, cerr)
 	}
-	if err == nil {
-		err = s.fsys.Rename(tmp, s.path(name))
-	}
 	if err != nil {
 		_ = s.fsys.Remove(tmp)
-		return err
 	}
-	return s.fsys.SyncDir(s.dir)
+	return err
 }
