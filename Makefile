@@ -1,6 +1,6 @@
 # Conveniences. The test command itself needs only Go:
 #   go test -race -count=1 -timeout 20m ./...
-# (its root-package hygiene tests run go vet and the gofmt check).
+# (its root-package hygiene tests run go vet, staticcheck and the gofmt check).
 .PHONY: test fmt vet build fuzz bench
 
 test:

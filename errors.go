@@ -31,17 +31,14 @@ var (
 	// not serving now; the request was not applied.
 	ErrUnavailable = errors.New("freqd: unavailable")
 	// ErrOutcomeUnknown means the request may or may not have been applied:
-	// it reached a primary that crashed, stepped down or could not commit
+	// it reached a leader that crashed, stepped down or could not commit
 	// before the deadline. An allocation retried with the same request id,
 	// or a release retried by its holder, is then safe.
 	ErrOutcomeUnknown = errors.New("freqd: outcome unknown")
-	// ErrNotOwner is node-to-node: the receiving node does not hold the
-	// partition (it moved, or has not arrived yet); the request was not
-	// applied and the caller should route again.
-	ErrNotOwner = errors.New("freqd: node does not hold the partition")
-	// ErrStaleEpoch is node-to-node: a replication message carried an epoch
-	// older than the one the receiver promised.
-	ErrStaleEpoch = errors.New("freqd: stale partition epoch")
+	// ErrNotOwner is node-to-node: the receiving node does not lead the
+	// partition (leadership moved, or no leader is elected yet); the
+	// request was not applied and the caller should route again.
+	ErrNotOwner = errors.New("freqd: node does not lead the partition")
 )
 
 // MaxClientIDLen is the longest client id accepted, in bytes.

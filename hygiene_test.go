@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -45,18 +44,45 @@ func TestGofmt(t *testing.T) {
 	}
 }
 
+// goCommand is the go command that runs this test: the one in
+// $GOROOT/bin as `go env GOROOT` reports it, else the first on PATH.
+func goCommand(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err == nil {
+		if p := filepath.Join(strings.TrimSpace(string(out)), "bin", "go"); fileExists(p) {
+			return p
+		}
+	}
+	return "go"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // TestVet runs go vet over the whole module.
 func TestVet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("go vet skipped in -short mode")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	cmd := exec.Command(goBin, "vet", "./...")
+	cmd := exec.Command(goCommand(t), "vet", "./...")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go vet ./...: %v\n%s", err, out)
+	}
+}
+
+// TestStaticcheck runs staticcheck (pinned as a tool in go.mod) over the
+// whole module, tests included.
+func TestStaticcheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("staticcheck skipped in -short mode")
+	}
+	cmd := exec.Command(goCommand(t), "tool", "staticcheck", "./...")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go tool staticcheck ./...: %v\n%s", err, out)
 	}
 }

@@ -31,7 +31,7 @@ type Grant struct {
 	// with the same request id.
 	Duplicate bool
 	// TTL is the grant's lease (0: none) and Expires when it lapses unless
-	// the client renews (KeepAlive), by the granting primary's clock.
+	// the client renews (KeepAlive), by the partition leader's clock.
 	TTL     time.Duration
 	Expires time.Time
 }
@@ -267,7 +267,7 @@ func (c *Client) Release(ctx context.Context, clientID string, f uint32) error {
 // ReleaseDetail is Release that also reports where the release was applied
 // (partition and node).
 //
-// A release whose outcome is unknown (its primary failed) is retried until
+// A release whose outcome is unknown (its leader failed) is retried until
 // ctx ends. If a retry then finds the frequency free, the release is
 // reported done: the caller held it, so an earlier attempt freed it. If a
 // retry finds it held by another client, the error matches

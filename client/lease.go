@@ -21,8 +21,8 @@ type Renewal struct {
 	Leased     uint64
 	Partitions uint32
 	Expires    time.Time
-	// Unconfirmed lists partitions whose primary could not be asked: a
-	// lease there was not renewed by this call (a new primary starts every
+	// Unconfirmed lists partitions whose leader could not be asked: a
+	// lease there was not renewed by this call (a new leader starts every
 	// lease afresh when it takes over, so renewing again within the TTL
 	// is enough).
 	Unconfirmed []uint32

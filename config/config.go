@@ -54,6 +54,7 @@ const (
 type Config struct {
 	Node        Node
 	API         API
+	Peer        Peer
 	Gossip      Gossip
 	Pool        Pool
 	Replication Replication
@@ -88,6 +89,16 @@ const (
 type API struct {
 	// Addr is the listen address, host:port; an empty host means every
 	// interface (api.addr).
+	Addr string
+}
+
+// Peer is the node-to-node listener (keys peer.*): raft messages and
+// forwarded requests go over it, never over the API.
+type Peer struct {
+	// Addr is the listen address, host:port; an empty host means every
+	// interface. The node announces the address it listens on and every
+	// other node dials it, so it should name an address they can all
+	// reach (peer.addr).
 	Addr string
 }
 
@@ -166,8 +177,8 @@ type Log struct {
 }
 
 // Default returns the built-in configuration (the embedded default.yaml):
-// one node named "freqd" on 127.0.0.1 with API port 7100 and gossip port
-// 7946, no seeds, pool ranges "10-15" and "20-25". It does not read the
+// one node named "freqd" on 127.0.0.1 with API port 7100, peer port 7300
+// and gossip port 7946, no seeds, pool ranges "10-15" and "20-25". It does not read the
 // environment. It is valid: Default().Validate() == nil.
 func Default() Config {
 	file, err := parseFile("default.yaml", defaultYAML)
@@ -194,6 +205,9 @@ func (c Config) YAML() ([]byte, error) {
 		FsyncInterval string `yaml:"fsync_interval"`
 	}
 	type api struct {
+		Addr string `yaml:"addr"`
+	}
+	type peer struct {
 		Addr string `yaml:"addr"`
 	}
 	type gossip struct {
@@ -228,6 +242,7 @@ func (c Config) YAML() ([]byte, error) {
 	type file struct {
 		Node        node        `yaml:"node"`
 		API         api         `yaml:"api"`
+		Peer        peer        `yaml:"peer"`
 		Gossip      gossip      `yaml:"gossip"`
 		Pool        pool        `yaml:"pool"`
 		Replication replication `yaml:"replication"`
@@ -246,6 +261,7 @@ func (c Config) YAML() ([]byte, error) {
 	out := file{
 		Node: node{Name: c.Node.Name, DataDir: c.Node.DataDir, Fsync: c.Node.Fsync, FsyncInterval: c.Node.FsyncInterval.String()},
 		API:  api{Addr: c.API.Addr},
+		Peer: peer{Addr: c.Peer.Addr},
 		Gossip: gossip{
 			Addr: g.Addr, Advertise: g.Advertise, Seeds: nonNil(g.Seeds), Profile: g.Profile,
 			ProbeInterval: g.ProbeInterval.String(), ProbeTimeout: g.ProbeTimeout.String(),

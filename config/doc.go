@@ -1,8 +1,8 @@
 // Package config loads and checks the configuration of a freqd node.
 //
 // The configuration is a plain struct, Config, with one sub-struct per
-// section of the YAML file (node, api, gossip, pool, replication, routing,
-// cluster, log). Nothing outside this package sees viper: callers get a
+// section of the YAML file (node, api, peer, gossip, pool, replication,
+// routing, cluster, log). Nothing outside this package sees viper: callers get a
 // Config value and nothing else.
 //
 // # Layers

@@ -22,8 +22,8 @@ func ExampleLoader() {
 	if err != nil {
 		log.Fatal(err) // names the key, the value and where it came from
 	}
-	fmt.Println(cfg.Node.Name, cfg.API.Addr, cfg.Gossip.Seeds, cfg.Log.Level)
-	// Output: n1 127.0.0.1:7101 [127.0.0.1:7948 127.0.0.1:7949] debug
+	fmt.Println(cfg.Node.Name, cfg.API.Addr, cfg.Peer.Addr, cfg.Gossip.Seeds, cfg.Log.Level)
+	// Output: n1 127.0.0.1:7101 127.0.0.1:7301 [127.0.0.1:7948 127.0.0.1:7949] debug
 }
 
 func ExampleConfig_Validate() {

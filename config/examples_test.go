@@ -28,12 +28,16 @@ func loadExamples(t *testing.T, dir string, names ...string) []Config {
 // addresses, the same pool and replication, each node seeding all others.
 func checkCluster(t *testing.T, cs []Config, dial func(Config) string) {
 	t.Helper()
-	names, apis, gossips := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	names, apis, peers, gossips := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for i, c := range cs {
-		if names[c.Node.Name] || apis[c.API.Addr] || gossips[dial(c)] {
+		if names[c.Node.Name] || apis[c.API.Addr] || peers[c.Peer.Addr] || gossips[dial(c)] {
 			t.Errorf("node %d reuses a name or address: %+v", i, c)
 		}
-		names[c.Node.Name], apis[c.API.Addr], gossips[dial(c)] = true, true, true
+		names[c.Node.Name], apis[c.API.Addr], peers[c.Peer.Addr], gossips[dial(c)] = true, true, true, true
+		// The others dial the peer address: it must name this node.
+		if host, _, err := splitAddr(c.Peer.Addr); err != nil || host == "" || host == "0.0.0.0" {
+			t.Errorf("node %s: peer.addr %q is not an address the others can dial", c.Node.Name, c.Peer.Addr)
+		}
 		if !reflect.DeepEqual(c.Pool, cs[0].Pool) || c.Replication != cs[0].Replication || c.Cluster != cs[0].Cluster {
 			t.Errorf("node %s: pool/replication/cluster differ from node %s", c.Node.Name, cs[0].Node.Name)
 		}
@@ -59,6 +63,7 @@ func TestExamplesLocal3(t *testing.T) {
 		n := i + 1
 		if c.Node.Name != fmt.Sprintf("n%d", n) ||
 			c.API.Addr != fmt.Sprintf("127.0.0.1:%d", 7100+n) ||
+			c.Peer.Addr != fmt.Sprintf("127.0.0.1:%d", 7300+n) ||
 			c.Gossip.Addr != fmt.Sprintf("127.0.0.1:%d", 7946+n) ||
 			!reflect.DeepEqual(c.Pool, Pool{Ranges: []string{"1-1000"}, Partitions: 16}) {
 			t.Errorf("n%d: %+v", n, c)
@@ -72,7 +77,7 @@ func TestExamplesHosts3(t *testing.T) {
 	cs := loadExamples(t, "hosts-3", "node-a.yaml", "node-b.yaml", "node-c.yaml")
 	for i, c := range cs {
 		ip := fmt.Sprintf("192.0.2.%d", 11+i)
-		if c.API.Addr != ip+":7100" || c.Gossip.Advertise != ip+":7946" || c.Gossip.Addr != "0.0.0.0:7946" {
+		if c.API.Addr != ip+":7100" || c.Peer.Addr != ip+":7300" || c.Gossip.Advertise != ip+":7946" || c.Gossip.Addr != "0.0.0.0:7946" {
 			t.Errorf("%s: %+v", c.Node.Name, c)
 		}
 	}

@@ -31,9 +31,6 @@ type field struct {
 // section returns the part of the key before the dot.
 func (f field) section() string { return f.key[:strings.IndexByte(f.key, '.')] }
 
-// name returns the part of the key after the dot.
-func (f field) name() string { return f.key[strings.IndexByte(f.key, '.')+1:] }
-
 // env returns the environment variable that sets the key.
 func (f field) env() string { return envName(f.key) }
 
@@ -56,6 +53,8 @@ func fields() []field {
 			func(c *Config) any { return &c.Node.FsyncInterval }},
 		{"api.addr", kindString, "api-addr", "client API listen address host:port (api.addr)",
 			func(c *Config) any { return &c.API.Addr }},
+		{"peer.addr", kindString, "peer-addr", "node-to-node (peer) listen address host:port (peer.addr)",
+			func(c *Config) any { return &c.Peer.Addr }},
 		{"gossip.addr", kindString, "gossip-addr", "gossip listen address host:port (gossip.addr)",
 			func(c *Config) any { return &c.Gossip.Addr }},
 		{"gossip.advertise", kindString, "", "",

@@ -71,7 +71,7 @@ func parseFile(name string, data []byte) (*fileValues, error) {
 		return nil, fmt.Errorf("config: %s: file has no settings", name)
 	}
 	if root.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("config: %s: line %d: want a mapping of sections (node:, api:, gossip:, ...), found %s",
+		return nil, fmt.Errorf("config: %s: line %d: want a mapping of sections (node:, api:, peer:, gossip:, ...), found %s",
 			name, root.Line, describe(root))
 	}
 
@@ -325,7 +325,7 @@ func unknownKey(key, section string) error {
 		return fmt.Errorf("unknown key; did you mean %s?", best)
 	}
 	if section == "" {
-		return errors.New("unknown key; the sections are node, api, gossip, pool, replication, routing, cluster and log")
+		return errors.New("unknown key; the sections are node, api, peer, gossip, pool, replication, routing, cluster and log")
 	}
 	return errors.New("unknown key")
 }

@@ -32,6 +32,8 @@ func FuzzLoadYAML(f *testing.F) {
 		"gossip: {seeds: &s [\"h:1\"]}\napi: {addr: \"h:2\"}", "log: {level: [debug]}",
 		"node:\n  name: a\n  name: b\n", "? [a]\n: b\n", "pool: {partitions: 0x10}",
 		"pool: {partitions: 99999999999999999999999}", "gossip: {rejoin_interval: 0}",
+		"peer: {addr: \"127.0.0.1:7301\"}", "peer: {addr: \":7100\"}", "peer: {adr: \"h:1\"}", "peer: ~",
+		"peer: {addr: \"[::1]:7300\"}\napi: {addr: \"[::1]:7300\"}",
 	} {
 		f.Add([]byte(s))
 	}

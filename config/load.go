@@ -32,6 +32,7 @@ func NewLoader() *Loader {
 //	--data-dir            node.data_dir
 //	--fsync               node.fsync
 //	--api-addr            api.addr
+//	--peer-addr           peer.addr
 //	--gossip-addr         gossip.addr
 //	--seeds a:1,b:2       gossip.seeds (repeatable; --seeds= clears)
 //	--profile             gossip.profile

@@ -35,6 +35,11 @@ func TestLoadRejects(t *testing.T) {
 		{"duplicate section", "log:\n  level: info\nlog:\n  format: json\n", "log", "duplicate key; also on line 1"},
 		{"section is a scalar", "gossip: 5\n", "gossip", "gossip = 5: want a mapping of gossip.* keys, found an integer"},
 		{"section is a list", "api: [a]\n", "api", "want a mapping of api.* keys, found a list"},
+		{"peer section is a scalar", "peer: 127.0.0.1:7300\n", "peer", "want a mapping of peer.* keys, found a string"},
+		{"unknown peer key", "peer:\n  adr: 127.0.0.1:7300\n", "peer.adr", "unknown key; did you mean peer.addr?"},
+		{"unknown peer key, no guess", "peer:\n  advertise: 192.0.2.1:7300\n", "peer.advertise", `= "192.0.2.1:7300": unknown key`},
+		{"peer misspelt", "peers:\n  addr: 127.0.0.1:7300\n", "peers", "unknown key; did you mean peer?"},
+		{"peer addr not a string", "peer:\n  addr: 7300\n", "peer.addr", "peer.addr = 7300: want a string"},
 		{"int is a word", "pool:\n  partitions: four\n", "pool.partitions", `pool.partitions = "four": want an integer`},
 		{"int is a float", "pool:\n  partitions: 1.5\n", "pool.partitions", "pool.partitions = 1.5: want an integer"},
 		{"int is a list", "replication:\n  factor: [3]\n", "replication.factor", "want an integer, found a list"},
@@ -58,6 +63,15 @@ func TestLoadRejects(t *testing.T) {
 		{"api port zero", "api:\n  addr: 127.0.0.1:0\n", "api.addr", "port 0 is out of range"},
 		{"api port a name", "api:\n  addr: 127.0.0.1:http\n", "api.addr", `port "http" is not a number`},
 		{"api addr empty", "api:\n  addr: \"\"\n", "api.addr", "empty; want host:port"},
+		{"peer addr without port", "peer:\n  addr: localhost\n", "peer.addr", `peer.addr = "localhost": missing port`},
+		{"peer port out of range", "peer:\n  addr: 127.0.0.1:70000\n", "peer.addr", "port 70000 is out of range 1-65535"},
+		{"peer port zero", "peer:\n  addr: 127.0.0.1:0\n", "peer.addr", "port 0 is out of range"},
+		{"peer port a name", "peer:\n  addr: 127.0.0.1:http\n", "peer.addr", `port "http" is not a number`},
+		{"peer addr empty", "peer:\n  addr: \"\"\n", "peer.addr", "empty; want host:port"},
+		{"peer addr null", "peer:\n  addr:\n", "peer.addr", "empty; want host:port"},
+		{"peer ipv6 without brackets", "peer:\n  addr: \"::1:7300\"\n", "peer.addr", "needs brackets"},
+		{"peer and api share a port", "peer:\n  addr: 127.0.0.1:7100\n", "peer.addr", `same port as api.addr = "127.0.0.1:7100"`},
+		{"peer and gossip share a port", "peer:\n  addr: 127.0.0.1:7946\n", "peer.addr", `same port as gossip.addr = "127.0.0.1:7946"`},
 		{"gossip addr bad host", "gossip:\n  addr: \"bad host:7946\"\n", "gossip.addr", `host "bad host" is not an IP address or host name`},
 		{"ipv6 without brackets", "gossip:\n  addr: \"::1:7946\"\n", "gossip.addr", "needs brackets"},
 		{"api and gossip share a port", "api:\n  addr: 127.0.0.1:7946\n", "api.addr", `same port as gossip.addr = "127.0.0.1:7946"`},
@@ -160,7 +174,7 @@ func TestLoadFileErrors(t *testing.T) {
 		{"binary", "\x00\x01\x02\xff", "yaml:"},
 		{"tab indent", "node:\n\tname: x\n", "yaml:"},
 		{"top-level scalar", "hello\n", "want a mapping of sections"},
-		{"top-level list", "- node\n- api\n", "want a mapping of sections (node:, api:, gossip:, ...), found a list"},
+		{"top-level list", "- node\n- api\n", "want a mapping of sections (node:, api:, peer:, gossip:, ...), found a list"},
 		{"two documents", "node:\n  name: a\n---\nnode:\n  name: b\n", "a second YAML document"},
 		{"unclosed quote", "node:\n  name: \"n1\n", "yaml:"},
 	}
@@ -221,6 +235,8 @@ node:
   name: from-file
 api:
   addr: 127.0.0.1:7201
+peer:
+  addr: 127.0.0.1:7401
 gossip:
   seeds: [127.0.0.1:7301]
 pool:
@@ -230,6 +246,7 @@ log:
 `)
 	t.Setenv("FREQD_NODE_NAME", "from-env")
 	t.Setenv("FREQD_API_ADDR", "127.0.0.1:7202")
+	t.Setenv("FREQD_PEER_ADDR", "127.0.0.1:7402")
 	t.Setenv("FREQD_POOL_PARTITIONS", "8")
 	t.Setenv("FREQD_ROUTING_STRATEGY", "most-free")
 
@@ -248,6 +265,7 @@ log:
 		got, want any
 	}{
 		{"api.addr (flag > env > file)", got.API.Addr, "127.0.0.1:7203"},
+		{"peer.addr (env > file, flag unset)", got.Peer.Addr, "127.0.0.1:7402"},
 		{"node.name (env > file)", got.Node.Name, "from-env"},
 		{"pool.partitions (env > file, flag unset)", got.Pool.Partitions, 8},
 		{"routing.strategy (env > default)", got.Routing.Strategy, StrategyMostFree},
@@ -282,7 +300,7 @@ func TestFlags(t *testing.T) {
 	l := NewLoader()
 	l.BindFlags(fs)
 	args := []string{
-		"--name=f1", "--data-dir=/tmp/f1", "--api-addr=127.0.0.1:8100", "--gossip-addr=127.0.0.1:8946",
+		"--name=f1", "--data-dir=/tmp/f1", "--api-addr=127.0.0.1:8100", "--peer-addr=127.0.0.1:8300", "--gossip-addr=127.0.0.1:8946",
 		"--seeds=127.0.0.1:8947,127.0.0.1:8948", "--seeds=127.0.0.1:8949", "--profile=fast",
 		"--ranges=1-100", "--ranges=200-300,400", "--partitions=8", "--replication-factor=3",
 		"--strategy=round-robin", "--bootstrap-expect=2", "--log-level=warn",
@@ -297,6 +315,7 @@ func TestFlags(t *testing.T) {
 	want := Default()
 	want.Node.Name, want.Node.DataDir = "f1", "/tmp/f1"
 	want.API.Addr = "127.0.0.1:8100"
+	want.Peer.Addr = "127.0.0.1:8300"
 	want.Gossip.Addr = "127.0.0.1:8946"
 	want.Gossip.Seeds = []string{"127.0.0.1:8947", "127.0.0.1:8948", "127.0.0.1:8949"}
 	want.Gossip.Profile = ProfileFast
@@ -334,6 +353,7 @@ func TestEnvEveryKey(t *testing.T) {
 		"FREQD_NODE_FSYNC":                "interval",
 		"FREQD_NODE_FSYNC_INTERVAL":       "20ms",
 		"FREQD_API_ADDR":                  "[::1]:9100",
+		"FREQD_PEER_ADDR":                 "[::1]:9300",
 		"FREQD_GOSSIP_ADDR":               "0.0.0.0:9946",
 		"FREQD_GOSSIP_ADVERTISE":          "e1.example.com:9946",
 		"FREQD_GOSSIP_SEEDS":              "10.0.0.2:9946, 10.0.0.3:9946",
@@ -365,6 +385,7 @@ func TestEnvEveryKey(t *testing.T) {
 	want := Config{
 		Node: Node{Name: "e1", DataDir: "/srv/e1", Fsync: FsyncInterval, FsyncInterval: 20 * time.Millisecond},
 		API:  API{Addr: "[::1]:9100"},
+		Peer: Peer{Addr: "[::1]:9300"},
 		Gossip: Gossip{
 			Addr: "0.0.0.0:9946", Advertise: "e1.example.com:9946",
 			Seeds: []string{"10.0.0.2:9946", "10.0.0.3:9946"}, Profile: ProfileLocal,

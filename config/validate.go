@@ -52,6 +52,7 @@ func (c Config) problems() []*Error {
 
 	// addresses
 	add(checkAddr("api.addr", c.API.Addr, false))
+	add(checkAddr("peer.addr", c.Peer.Addr, false))
 	add(checkAddr("gossip.addr", c.Gossip.Addr, false))
 	if c.Gossip.Advertise != "" {
 		add(checkAddr("gossip.advertise", c.Gossip.Advertise, true))
@@ -71,6 +72,13 @@ func (c Config) problems() []*Error {
 	}
 	if sharePort(c.API.Addr, c.Gossip.Addr) {
 		add(problem("api.addr", c.API.Addr,
+			"same port as gossip.addr = %q (gossip listens on TCP and UDP there)", c.Gossip.Addr))
+	}
+	if sharePort(c.Peer.Addr, c.API.Addr) {
+		add(problem("peer.addr", c.Peer.Addr, "same port as api.addr = %q", c.API.Addr))
+	}
+	if sharePort(c.Peer.Addr, c.Gossip.Addr) {
+		add(problem("peer.addr", c.Peer.Addr,
 			"same port as gossip.addr = %q (gossip listens on TCP and UDP there)", c.Gossip.Addr))
 	}
 

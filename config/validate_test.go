@@ -14,7 +14,7 @@ func TestDefaultIsValid(t *testing.T) {
 	}
 	// The values the rest of freqd and the docs rely on.
 	if c.Node.Name != "freqd" || c.Node.DataDir != "./data/freqd" || c.API.Addr != "127.0.0.1:7100" ||
-		c.Gossip.Addr != "127.0.0.1:7946" || len(c.Gossip.Seeds) != 0 || c.Gossip.Profile != ProfileLAN ||
+		c.Peer.Addr != "127.0.0.1:7300" || c.Gossip.Addr != "127.0.0.1:7946" || len(c.Gossip.Seeds) != 0 || c.Gossip.Profile != ProfileLAN ||
 		c.Gossip.RejoinInterval != 5*time.Second || strings.Join(c.Pool.Ranges, ",") != "10-15,20-25" ||
 		c.Pool.Partitions != 0 || c.Replication.Factor != 1 || c.Routing.Strategy != StrategyLocalFirst ||
 		c.Cluster.BootstrapExpect != 1 || c.Log.Level != LevelInfo || c.Log.Format != FormatText {
@@ -41,6 +41,10 @@ func TestValidate(t *testing.T) {
 	}{
 		{"ipv6 listen", func(c *Config) { c.API.Addr = "[::1]:7100" }, "", ""},
 		{"all interfaces", func(c *Config) { c.API.Addr = ":7100" }, "", ""},
+		{"peer ipv6 listen", func(c *Config) { c.Peer.Addr = "[::1]:7300" }, "", ""},
+		{"peer all interfaces", func(c *Config) { c.Peer.Addr = ":7300" }, "", ""},
+		{"peer host name", func(c *Config) { c.Peer.Addr = "node-a.example.com:7300" }, "", ""},
+		{"peer same port, other host", func(c *Config) { c.Peer.Addr = "127.0.0.2:7100" }, "", ""},
 		{"hostname seed", func(c *Config) { c.Gossip.Seeds = []string{"node-b.example.com:7946", "node_c:1"} }, "", ""},
 		{"advertise", func(c *Config) { c.Gossip.Advertise = "192.0.2.1:7946" }, "", ""},
 		{"one frequency", func(c *Config) { c.Pool.Ranges = []string{"7"} }, "", ""},
@@ -64,6 +68,15 @@ func TestValidate(t *testing.T) {
 		{"seed label dash", func(c *Config) { c.Gossip.Seeds = []string{"-a:1"} }, "gossip.seeds[0]", "not an IP address or host name"},
 		{"garbage address", func(c *Config) { c.API.Addr = "a:b:c" }, "api.addr", "needs brackets"},
 		{"wildcard clash", func(c *Config) { c.API.Addr = ":7946" }, "api.addr", "same port as gossip.addr"},
+		{"peer empty", func(c *Config) { c.Peer.Addr = "" }, "peer.addr", `peer.addr = "": empty; want host:port`},
+		{"peer missing port", func(c *Config) { c.Peer.Addr = "127.0.0.1" }, "peer.addr", "missing port"},
+		{"peer port out of range", func(c *Config) { c.Peer.Addr = "127.0.0.1:65536" }, "peer.addr", "port 65536 is out of range 1-65535"},
+		{"peer garbage", func(c *Config) { c.Peer.Addr = "a:b:c" }, "peer.addr", "needs brackets"},
+		{"peer bad host", func(c *Config) { c.Peer.Addr = "bad host:7300" }, "peer.addr", "not an IP address or host name"},
+		{"peer clashes with api", func(c *Config) { c.Peer.Addr = "127.0.0.1:7100" }, "peer.addr",
+			`peer.addr = "127.0.0.1:7100": same port as api.addr = "127.0.0.1:7100"`},
+		{"peer wildcard clashes with api", func(c *Config) { c.Peer.Addr = "0.0.0.0:7100" }, "peer.addr", "same port as api.addr"},
+		{"peer clashes with gossip", func(c *Config) { c.Peer.Addr = ":7946" }, "peer.addr", "same port as gossip.addr"},
 		{"advertise unspecified", func(c *Config) { c.Gossip.Advertise = "0.0.0.0:1" }, "gossip.advertise", "cannot be dialed"},
 		{"negative push pull", func(c *Config) { c.Gossip.PushPullInterval = -time.Second }, "gossip.push_pull_interval", "= -1s: must not be negative"},
 		{"timeout over interval", func(c *Config) { c.Gossip.ProbeInterval, c.Gossip.ProbeTimeout = time.Second, 2*time.Second },

@@ -24,6 +24,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 	full := Config{
 		Node: Node{Name: "n-1", DataDir: "/var/lib/freqd #1", Fsync: FsyncNone, FsyncInterval: 250 * time.Millisecond},
 		API:  API{Addr: "[::1]:7100"},
+		Peer: Peer{Addr: "[::1]:7300"},
 		Gossip: Gossip{
 			Addr: "0.0.0.0:7946", Advertise: "192.0.2.1:7946",
 			Seeds: []string{"192.0.2.2:7946", "host.example:7946"}, Profile: ProfileFast,

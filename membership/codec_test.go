@@ -39,7 +39,14 @@ func TestMetaRoundTrip(t *testing.T) {
 		{APIAddr: "127.0.0.1:7000", State: StateActive, Initialized: true, Fingerprint: 0xdeadbeefcafef00d},
 		{APIAddr: "127.0.0.1:7001", State: StateActive, Initialized: true, Degraded: true, Incarnation: 9},
 		{APIAddr: "[::1]:1", State: StateLeaving, Fingerprint: math.MaxUint64, ClusterID: 3, Incarnation: math.MaxUint64},
-		{APIAddr: "h:" + strings.Repeat("9", MaxAPIAddrLen-2), State: StateActive},
+		{APIAddr: "127.0.0.1:7000", PeerAddr: "127.0.0.1:7300", State: StateActive, Initialized: true, ClusterID: 5},
+		{PeerAddr: "[::1]:7300", State: StateJoining},
+		{APIAddr: "h:" + strings.Repeat("9", MaxAddrLen-2), State: StateActive},
+		{PeerAddr: "h:" + strings.Repeat("9", MaxAddrLen-2), State: StateActive},
+		// The largest meta there is.
+		{APIAddr: "a:" + strings.Repeat("9", MaxAddrLen-2), PeerAddr: "p:" + strings.Repeat("9", MaxAddrLen-2),
+			State: StateLeaving, Initialized: true, Degraded: true,
+			Fingerprint: math.MaxUint64, ClusterID: math.MaxUint64, Incarnation: math.MaxUint64},
 	} {
 		b, err := m.MarshalBinary()
 		if err != nil {
@@ -59,10 +66,19 @@ func TestMetaRoundTrip(t *testing.T) {
 }
 
 func TestMetaInvalid(t *testing.T) {
-	good, err := Meta{APIAddr: "a:1", State: StateActive, Fingerprint: 7}.MarshalBinary()
+	good, err := Meta{APIAddr: "a:1", PeerAddr: "p:2", State: StateActive, Fingerprint: 7}.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// fixed part, then the API address and the peer address as given.
+	withAddrs := func(addrs ...[]byte) []byte {
+		b := bytes.Clone(good[:metaFixedLen])
+		for _, a := range addrs {
+			b = append(b, a...)
+		}
+		return b
+	}
+	addr := func(s string) []byte { return append([]byte{byte(len(s))}, s...) }
 	mut := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
 	for _, tc := range []struct {
 		name string
@@ -70,23 +86,34 @@ func TestMetaInvalid(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"short", good[:5]},
-		{"version", mut(func(b []byte) []byte { b[0] = 1; return b })},
+		{"version 1", mut(func(b []byte) []byte { b[0] = 1; return b })},
+		{"version 2", mut(func(b []byte) []byte { b[0] = 2; return b })},
+		{"version 4", mut(func(b []byte) []byte { b[0] = 4; return b })},
+		// A version 2 meta: the API address and nothing after it.
+		{"version 2 layout", mut(func(b []byte) []byte { b[0] = 2; return b[:metaFixedLen+1+len("a:1")] })},
+		{"version 3 without peer", withAddrs(addr("a:1"))},
 		{"state zero", mut(func(b []byte) []byte { b[1] = 0; return b })},
 		{"state high", mut(func(b []byte) []byte { b[1] = 4; return b })},
 		{"unknown flag", mut(func(b []byte) []byte { b[2] |= 0x80; return b })},
 		{"trailing", append(bytes.Clone(good), 0)},
-		{"truncated addr", good[:len(good)-1]},
-		{"non-minimal length", append(append(bytes.Clone(good[:metaFixedLen]), 0x83, 0x00), "a:1"...)},
-		{"addr not host:port", append(append(bytes.Clone(good[:metaFixedLen]), 3), "abc"...)},
-		{"addr not utf8", append(append(bytes.Clone(good[:metaFixedLen]), 4), "\xff:12"...)},
+		{"truncated peer addr", good[:len(good)-1]},
+		{"truncated api addr", withAddrs(addr("a:1")[:3])},
+		{"non-minimal length", withAddrs([]byte{0x83, 0x00}, []byte("a:1"), addr("p:2"))},
+		{"non-minimal peer length", withAddrs(addr("a:1"), []byte{0x83, 0x00}, []byte("p:2"))},
+		{"addr not host:port", withAddrs(addr("abc"), addr("p:2"))},
+		{"addr not utf8", withAddrs(addr("\xff:12"), addr("p:2"))},
+		{"peer addr not host:port", withAddrs(addr("a:1"), addr("abc"))},
+		{"peer addr not utf8", withAddrs(addr("a:1"), addr("\xff:12"))},
+		{"api addr too long", withAddrs([]byte{0xf1, 0x01}, []byte("h:"+strings.Repeat("1", MaxAddrLen-1)), addr("p:2"))},
+		{"peer addr too long", withAddrs(addr("a:1"), []byte{0xf1, 0x01}, []byte("h:"+strings.Repeat("1", MaxAddrLen-1)))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := Meta{APIAddr: "keep:1", State: StateJoining}
+			m := Meta{APIAddr: "keep:1", PeerAddr: "keep:2", State: StateJoining}
 			err := m.UnmarshalBinary(tc.b)
 			if !errors.Is(err, freqd.ErrInvalidArgument) {
 				t.Fatalf("got %v, want ErrInvalidArgument", err)
 			}
-			if m != (Meta{APIAddr: "keep:1", State: StateJoining}) {
+			if m != (Meta{APIAddr: "keep:1", PeerAddr: "keep:2", State: StateJoining}) {
 				t.Fatalf("meta changed on error: %+v", m)
 			}
 		})
@@ -95,7 +122,10 @@ func TestMetaInvalid(t *testing.T) {
 		{},
 		{State: 7},
 		{State: StateActive, APIAddr: "nohostport"},
-		{State: StateActive, APIAddr: "h:" + strings.Repeat("1", MaxAPIAddrLen)},
+		{State: StateActive, APIAddr: "h:" + strings.Repeat("1", MaxAddrLen)},
+		{State: StateActive, PeerAddr: "nohostport"},
+		{State: StateActive, PeerAddr: "\xff:1"},
+		{State: StateActive, APIAddr: "a:1", PeerAddr: "h:" + strings.Repeat("1", MaxAddrLen-1)},
 	} {
 		if _, err := m.MarshalBinary(); !errors.Is(err, freqd.ErrInvalidArgument) {
 			t.Errorf("marshal %+v: got %v, want ErrInvalidArgument", m, err)
@@ -107,11 +137,18 @@ func FuzzMetaUnmarshal(f *testing.F) {
 	for _, m := range []Meta{
 		{State: StateJoining},
 		{APIAddr: "127.0.0.1:7000", State: StateActive, Initialized: true, Fingerprint: 42},
+		{APIAddr: "127.0.0.1:7000", PeerAddr: "127.0.0.1:7300", State: StateActive, Initialized: true, Fingerprint: 42, ClusterID: 9, Incarnation: 3},
+		{PeerAddr: "[::1]:7300", State: StateLeaving, Degraded: true},
 	} {
 		b, _ := m.MarshalBinary()
 		f.Add(b)
 	}
 	f.Add([]byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0})
+	// A version 2 meta (API address only), and the same bytes as version 3.
+	v2 := append([]byte{2, 2, 1}, make([]byte, 24)...)
+	v2 = append(v2, 3, 'a', ':', '1')
+	f.Add(v2)
+	f.Add(append([]byte{3}, v2[1:]...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Meta
 		if err := m.UnmarshalBinary(b); err != nil {
@@ -146,7 +183,7 @@ func bigLoad(n int, salt uint64) Load {
 	l := Load{}
 	for i := range n {
 		l.Partitions = append(l.Partitions, PartitionLoad{
-			ID: uint32(i * 3), Epoch: salt + uint64(i), Free: math.MaxUint64 - uint64(i), Held: uint64(i) << 40,
+			ID: uint32(i * 3), Term: salt + uint64(i), Free: math.MaxUint64 - uint64(i), Held: uint64(i) << 40,
 		})
 	}
 	return l
@@ -159,7 +196,7 @@ func TestLoadMessagesRoundTrip(t *testing.T) {
 		want int // chunks; 0 = more than one
 	}{
 		{"empty", Load{}, 1},
-		{"one", Load{Partitions: []PartitionLoad{{ID: math.MaxUint32, Epoch: 1, Free: 2, Held: 3}}}, 1},
+		{"one", Load{Partitions: []PartitionLoad{{ID: math.MaxUint32, Term: 1, Free: 2, Held: 3}}}, 1},
 		{"many", bigLoad(1000, 9), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,14 +9,29 @@
 //
 // # What a member carries
 //
-// Each node announces a small Meta (API address, lifecycle State, whether
-// its cluster's pool exists, and the pool layout Fingerprint) inside
-// memberlist's alive messages. A node refuses any member whose metadata does
-// not decode or whose Fingerprint differs from its own (memberlist's
-// AliveDelegate and MergeDelegate), logging an error that names both
-// fingerprints, so two clusters with different pool layouts never merge.
+// Each node announces a small Meta (API address, peer address, lifecycle
+// State, whether its cluster's pool exists, the pool layout Fingerprint,
+// ClusterID, Incarnation and the Degraded flag) inside memberlist's alive
+// messages. A node refuses any member whose metadata does not decode or
+// whose Fingerprint differs from its own (memberlist's AliveDelegate and
+// MergeDelegate), logging an error that names both fingerprints, so two
+// clusters with different pool layouts never merge.
 //
-// Each node also reports its Load (per partition it holds: epoch, free and
+// The metadata is encoded in a compact versioned binary format (laid out
+// byte by byte in meta.go): a version byte, state, flags, the three 64-bit
+// fields, then the API address and the peer address, each as a uvarint
+// length and at most MaxAddrLen bytes, so the whole always fits
+// memberlist.MetaMaxSize. The peer address (Meta.PeerAddr) is the
+// host:port of the node's peer transport, which carries node-to-node
+// traffic (raft messages, forwarded requests); the API address carries
+// client calls only. Decoding is strict: only the current version, 3, is
+// accepted, and nothing may follow the last field. Version 3 added the
+// peer address; a node refuses members that announce version 2 (the format
+// of the epoch-protocol releases), so a rolling upgrade from those
+// releases is not supported: stop every node, upgrade, and start them
+// again.
+//
+// Each node also reports its Load (per partition it leads: raft term, free and
 // held counts) with SetLoad. Loads spread two ways: as broadcasts on a
 // memberlist TransmitLimitedQueue (each node's Load cut into messages that
 // fit one gossip packet, tagged with the sender's name and a per-sender

@@ -155,7 +155,7 @@ func (c *cluster) start(name string, opts ...nodeOpt) *Membership {
 		LoadInterval:   20 * time.Millisecond,
 		Logger:         slog.New(c.logs),
 	}
-	meta := Meta{APIAddr: "127.0.0.1:1" + fmt.Sprint(len(c.nodes)), State: StateJoining, Fingerprint: 1}
+	meta := Meta{APIAddr: "127.0.0.1:1" + fmt.Sprint(len(c.nodes)), PeerAddr: "127.0.0.1:2" + fmt.Sprint(len(c.nodes)), State: StateJoining, Fingerprint: 1}
 	for _, o := range opts {
 		o(&cfg, &meta)
 	}

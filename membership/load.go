@@ -14,8 +14,8 @@ import (
 type PartitionLoad struct {
 	// ID is the partition number.
 	ID uint32
-	// Epoch is the partition's epoch on the reporting node.
-	Epoch uint64
+	// Term is the raft term of the reporting node's leadership of the partition (the newest term wins when two nodes report it).
+	Term uint64
 	// Free and Held count the partition's free and held frequencies.
 	Free, Held uint64
 }
@@ -70,7 +70,7 @@ func (l Load) normalize() Load {
 //	uvarint seq (per-sender sequence number; higher is newer)
 //	uvarint chunk index, uvarint chunk count (index < count <= maxLoadChunks)
 //	uvarint n, then n partitions, IDs strictly increasing:
-//	        uvarint id (<= MaxUint32), uvarint epoch, uvarint free, uvarint held
+//	        uvarint id (<= MaxUint32), uvarint term, uvarint free, uvarint held
 //
 // A receiver applies a node's Load once it holds every chunk of one seq,
 // and only if that seq is newer than what it has. The chunks of one seq
@@ -110,13 +110,13 @@ type loadChunk struct {
 
 func appendPartition(b []byte, p PartitionLoad) []byte {
 	b = binary.AppendUvarint(b, uint64(p.ID))
-	b = binary.AppendUvarint(b, p.Epoch)
+	b = binary.AppendUvarint(b, p.Term)
 	b = binary.AppendUvarint(b, p.Free)
 	return binary.AppendUvarint(b, p.Held)
 }
 
 func partitionLen(p PartitionLoad) int {
-	return uvarintLen(uint64(p.ID)) + uvarintLen(p.Epoch) + uvarintLen(p.Free) + uvarintLen(p.Held)
+	return uvarintLen(uint64(p.ID)) + uvarintLen(p.Term) + uvarintLen(p.Free) + uvarintLen(p.Held)
 }
 
 // encodeLoadMessages splits l (normalized) into load messages of at most
@@ -313,8 +313,8 @@ func readPartitions(r *reader) ([]PartitionLoad, error) {
 		if i > 0 && p.ID <= out[i-1].ID {
 			return nil, fmt.Errorf("partition ids not strictly increasing at %d: %w", p.ID, freqd.ErrInvalidArgument)
 		}
-		if p.Epoch, err = r.uvarint(math.MaxUint64); err != nil {
-			return nil, fmt.Errorf("partition %d epoch: %w", p.ID, err)
+		if p.Term, err = r.uvarint(math.MaxUint64); err != nil {
+			return nil, fmt.Errorf("partition %d term: %w", p.ID, err)
 		}
 		if p.Free, err = r.uvarint(math.MaxUint64); err != nil {
 			return nil, fmt.Errorf("partition %d free: %w", p.ID, err)

@@ -53,7 +53,7 @@ func TestSetMetaPropagates(t *testing.T) {
 	c := newCluster(t)
 	nodes := c.join(3)
 	drain(nodes[0].Changes())
-	want := Meta{APIAddr: "127.0.0.1:9999", State: StateActive, Initialized: true, Fingerprint: 1}
+	want := Meta{APIAddr: "127.0.0.1:9999", PeerAddr: "127.0.0.1:9998", State: StateActive, Initialized: true, Fingerprint: 1}
 	if err := nodes[1].SetMeta(want); err != nil {
 		t.Fatal(err)
 	}

@@ -88,6 +88,10 @@ func (h Health) Routable() bool { return h == HealthAlive || h == HealthSuspect 
 type Meta struct {
 	// APIAddr is the host:port of the node's client API ("" = none yet).
 	APIAddr string
+	// PeerAddr is the host:port of the node's peer transport, which carries
+	// node-to-node traffic (raft messages, forwarded requests); "" = none
+	// (yet).
+	PeerAddr string
 	// State is the node's lifecycle stage; it must be valid.
 	State State
 	// Initialized says the node belongs to a cluster whose pool has been
@@ -113,28 +117,39 @@ type Meta struct {
 	Degraded bool
 }
 
-// Meta wire format, version 2 (all of it, nothing may follow):
+// Meta wire format, version 3 (all of it, nothing may follow):
 //
-//	byte    version (2)
+//	byte    version (3)
 //	byte    state (1..3)
 //	byte    flags (bit 0 = initialized, bit 1 = degraded; other bits
 //	        must be zero)
 //	8 bytes fingerprint, big endian
 //	8 bytes cluster id, big endian
 //	8 bytes incarnation, big endian
-//	uvarint len(APIAddr), then APIAddr (UTF-8, at most MaxAPIAddrLen bytes)
+//	uvarint len(APIAddr), then APIAddr (UTF-8, at most MaxAddrLen bytes)
+//	uvarint len(PeerAddr), then PeerAddr (UTF-8, at most MaxAddrLen bytes)
+//
+// Only version 3 decodes; version 2 (no PeerAddr) is refused.
 const (
-	metaVersion      = 2
+	metaVersion      = 3
 	metaFlagInit     = 1 << 0
 	metaFlagDegraded = 1 << 1
 	metaFixedLen     = 1 + 1 + 1 + 8 + 8 + 8
 	flagsKnownMask   = metaFlagInit | metaFlagDegraded
-	// MaxAPIAddrLen is the longest Meta.APIAddr accepted, in bytes.
-	MaxAPIAddrLen = 255
+	// metaAddrLenBytes is the most bytes the uvarint length of an address
+	// takes: 2, since MaxAddrLen < 1<<14.
+	metaAddrLenBytes = 2
+	// MaxAddrLen is the longest Meta.APIAddr or Meta.PeerAddr accepted, in
+	// bytes: the most that lets both fit memberlist.MetaMaxSize.
+	MaxAddrLen = (memberlist.MetaMaxSize - metaFixedLen - 2*metaAddrLenBytes) / 2
 )
 
-// Encoded meta always fits memberlist's limit.
-var _ = [memberlist.MetaMaxSize - (metaFixedLen + 2 + MaxAPIAddrLen)]struct{}{}
+// Encoded meta always fits memberlist's limit, and an address length
+// always fits metaAddrLenBytes of uvarint.
+var (
+	_ = [memberlist.MetaMaxSize - (metaFixedLen + 2*metaAddrLenBytes + 2*MaxAddrLen)]struct{}{}
+	_ = [1<<(7*metaAddrLenBytes) - 1 - MaxAddrLen]struct{}{}
+)
 
 // Validate checks the fields that MarshalBinary would refuse. Errors wrap
 // freqd.ErrInvalidArgument.
@@ -142,15 +157,24 @@ func (m Meta) Validate() error {
 	if !m.State.Valid() {
 		return fmt.Errorf("membership: meta state %d is not joining, active or leaving: %w", uint8(m.State), freqd.ErrInvalidArgument)
 	}
-	if len(m.APIAddr) > MaxAPIAddrLen {
-		return fmt.Errorf("membership: meta api address is %d bytes, longer than %d: %w", len(m.APIAddr), MaxAPIAddrLen, freqd.ErrInvalidArgument)
+	if err := validateAddr("api", m.APIAddr); err != nil {
+		return err
 	}
-	if !utf8.ValidString(m.APIAddr) {
-		return fmt.Errorf("membership: meta api address is not valid UTF-8: %w", freqd.ErrInvalidArgument)
+	return validateAddr("peer", m.PeerAddr)
+}
+
+// validateAddr checks one address of a Meta: "" or host:port, valid UTF-8,
+// at most MaxAddrLen bytes. what names it in the error.
+func validateAddr(what, addr string) error {
+	if len(addr) > MaxAddrLen {
+		return fmt.Errorf("membership: meta %s address is %d bytes, longer than %d: %w", what, len(addr), MaxAddrLen, freqd.ErrInvalidArgument)
 	}
-	if m.APIAddr != "" {
-		if _, _, err := net.SplitHostPort(m.APIAddr); err != nil {
-			return fmt.Errorf("membership: meta api address %q is not host:port: %w", m.APIAddr, freqd.ErrInvalidArgument)
+	if !utf8.ValidString(addr) {
+		return fmt.Errorf("membership: meta %s address is not valid UTF-8: %w", what, freqd.ErrInvalidArgument)
+	}
+	if addr != "" {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("membership: meta %s address %q is not host:port: %w", what, addr, freqd.ErrInvalidArgument)
 		}
 	}
 	return nil
@@ -162,7 +186,7 @@ func (m Meta) MarshalBinary() ([]byte, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, metaFixedLen+binary.MaxVarintLen64+len(m.APIAddr))
+	b := make([]byte, 0, metaFixedLen+2*metaAddrLenBytes+len(m.APIAddr)+len(m.PeerAddr))
 	var flags byte
 	if m.Initialized {
 		flags |= metaFlagInit
@@ -176,6 +200,8 @@ func (m Meta) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, m.Incarnation)
 	b = binary.AppendUvarint(b, uint64(len(m.APIAddr)))
 	b = append(b, m.APIAddr...)
+	b = binary.AppendUvarint(b, uint64(len(m.PeerAddr)))
+	b = append(b, m.PeerAddr...)
 	return b, nil
 }
 
@@ -202,14 +228,18 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 		Incarnation: binary.BigEndian.Uint64(b[19:27]),
 	}
 	r := reader{b: b[metaFixedLen:]}
-	addr, err := r.bytes(MaxAPIAddrLen)
+	api, err := r.bytes(MaxAddrLen)
 	if err != nil {
 		return fmt.Errorf("membership: meta api address: %w", err)
+	}
+	peer, err := r.bytes(MaxAddrLen)
+	if err != nil {
+		return fmt.Errorf("membership: meta peer address: %w", err)
 	}
 	if err := r.end(); err != nil {
 		return fmt.Errorf("membership: meta: %w", err)
 	}
-	out.APIAddr = string(addr)
+	out.APIAddr, out.PeerAddr = string(api), string(peer)
 	if err := out.Validate(); err != nil {
 		return err
 	}

@@ -49,19 +49,32 @@
 // promoted once caught up, and only then are replicas outside the target
 // removed; a leader that is itself leaving transfers leadership first, and
 // leadership moves to the preferred replica when it is a caught-up voter.
-// A node that receives an append, heartbeat or snapshot for a group it
-// does not host creates an empty replica for raft to fill. A replica that
-// applies its own removal records a tombstone and is dropped.
+// A node that receives an append or a snapshot for a group it does not
+// host creates an empty replica for raft to fill; anything else for such a
+// group is dropped. A replica is never dropped once created: one that
+// applies its own removal stays, passive (not promotable, so it never
+// campaigns, and not Hosted in GroupInfo), with its log and HardState; one
+// removed without learning it is quiesced (Quiesce: no more ticks) once
+// freqd sees from the group's leader that it is not a member. So a leader
+// that re-adds the node, or that still counts its old match index, always
+// finds every entry the replica acknowledged; an empty replica told to
+// commit entries it lacks would make raft panic. A message from a leader
+// wakes a quiesced replica.
 //
 // # Disk
 //
 // Per group, the Disk holds records (encodeRecord: HardState, snapshot,
-// entries, or a removal tombstone) and a checkpoint (encodeCheckpoint: the
+// entries; the format also has a removal tombstone, which the driver no
+// longer writes and restores as "not hosted") and a checkpoint (encodeCheckpoint: the
 // group's snapshot, HardState and the entries after the snapshot), which
 // replaces every earlier record of the group. A group snapshots and
 // checkpoints after Config.SnapshotEntries applied entries, so the log on
 // disk and in memory stays proportional to the live state. New rebuilds
-// every group from its recovered checkpoint and records.
+// every group from its recovered checkpoint and records, and applies the
+// entries they show committed before the loop starts. CheckpointAll
+// checkpoints every hosted group (freqd calls it on a clean stop). After a
+// failed Append or Wait the driver persists, sends and applies nothing
+// more, fails the pending calls with the disk error and reports it in Err.
 //
 // # Wire
 //

@@ -127,10 +127,16 @@ func (c *Config) setDefaults() error {
 
 // GroupInfo is what the driver publishes about one group on this node.
 type GroupInfo struct {
-	Hosted   bool // this node has a replica of the group
+	// Hosted: this node has a replica of the group that its applied
+	// configuration names (a removed replica stays, passive, and is not
+	// hosted).
+	Hosted   bool
 	Leader   uint64
 	Term     uint64
 	IsLeader bool
+	// Role is "leader", "follower", "candidate", "pre-candidate" or
+	// "learner".
+	Role     string
 	Voters   []uint64
 	Learners []uint64
 	Applied  uint64
@@ -172,6 +178,9 @@ type Driver struct {
 	failed   error // a disk write failed: nothing more is persisted or sent
 	lastPlan uint64
 
+	failErr atomic.Pointer[error] // failed, for Err from any goroutine
+	started atomic.Bool
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -195,7 +204,13 @@ type replica struct {
 	// confChanged: a conf change was applied in this round.
 	confChanged bool
 	transfer    uint64 // tick of the last leadership transfer
-	removed     bool
+	// removed: the replica's applied configuration does not name this
+	// node (it stays, passive: see Quiesce); quiet: not ticked.
+	removed bool
+	quiet   bool
+	// pendingReplay is a Ready taken at restore but not handled there; the
+	// loop's first round handles it.
+	pendingReplay *raft.Ready
 }
 
 type proposal struct {
@@ -319,8 +334,32 @@ func (d *Driver) restore(g int, rec *store.Recovered) error {
 	}
 	r.lastLSN = rec.LastLSN
 	d.groups[g] = r
+	d.replay(r)
 	d.publish(r)
 	return nil
+}
+
+// replay applies, at once, the entries the disk shows committed after the
+// snapshot, so a restarted node's state machines are current before it
+// serves anything. Everything such a Ready holds is on disk already, and a
+// replica that has not stepped a message has nothing to send.
+func (d *Driver) replay(r *replica) {
+	for r.rn.HasReady() {
+		rd := r.rn.Ready()
+		if len(rd.Entries) > 0 || len(rd.Messages) > 0 || len(rd.CommittedEntries) == 0 {
+			// Not a pure replay: leave it to the loop.
+			r.pendingReplay = &rd
+			return
+		}
+		for i := range rd.CommittedEntries {
+			d.apply(r, &rd.CommittedEntries[i])
+		}
+		if r.confChanged {
+			r.confChanged = false
+			d.memSnapshot(r)
+		}
+		r.rn.Advance(rd)
+	}
 }
 
 // newReplica makes the RawNode of group g over st, whose snapshot snap
@@ -353,6 +392,7 @@ func (d *Driver) newReplica(g int, st *raft.MemoryStorage, snap pb.Snapshot) (*r
 		return nil, err
 	}
 	return &replica{
+		removed: !d.member(snap.Metadata.ConfState),
 		group:   g,
 		rn:      rn,
 		st:      st,
@@ -367,7 +407,9 @@ func (d *Driver) newReplica(g int, st *raft.MemoryStorage, snap pb.Snapshot) (*r
 
 // Start runs the loop goroutine until Close.
 func (d *Driver) Start() {
-	go d.run()
+	if d.started.CompareAndSwap(false, true) {
+		go d.run()
+	}
 }
 
 // Close stops the loop and fails every pending call with ErrClosed.
@@ -380,7 +422,9 @@ func (d *Driver) Close() {
 	d.closed = true
 	d.mu.Unlock()
 	close(d.stop)
-	<-d.done
+	if d.started.Load() {
+		<-d.done
+	}
 	d.mu.Lock()
 	props, reads := d.props, d.reads
 	d.props, d.reads, d.ops = nil, nil, nil
@@ -393,7 +437,8 @@ func (d *Driver) Close() {
 	}
 	for _, r := range d.groups {
 		if r != nil {
-			d.failPending(r, ErrClosed)
+			// A proposal already in the log may commit without us.
+			d.failPending(r, fmt.Errorf("partition %d: %w: %w", r.group, freqd.ErrOutcomeUnknown, ErrClosed))
 		}
 	}
 }
@@ -635,7 +680,7 @@ func (d *Driver) round(tick bool) {
 	if tick {
 		d.ticks++
 		for _, r := range d.groups {
-			if r != nil {
+			if r != nil && !r.quiet {
 				r.rn.Tick()
 			}
 		}
@@ -655,11 +700,15 @@ func (d *Driver) round(tick bool) {
 func (d *Driver) step(m *GroupMessage) {
 	r := d.groups[m.Group]
 	if r == nil {
-		// A leader that added this node sends it appends, heartbeats or a
-		// snapshot: create an empty replica, which raft fills by snapshot.
-		// Anything else for an unknown group is stale: drop it.
+		// A leader that added this node sends it appends or a snapshot:
+		// create an empty replica, which raft fills by snapshot. Anything
+		// else for an unknown group is stale: drop it. A heartbeat in
+		// particular may come from a leader that has not yet applied this
+		// node's removal and still counts its old match index: an empty
+		// replica would be told to commit entries it does not have (raft
+		// panics on that), whereas an append is checked against the log.
 		switch m.Msg.Type {
-		case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
+		case pb.MsgApp, pb.MsgSnap:
 		default:
 			return
 		}
@@ -671,6 +720,10 @@ func (d *Driver) step(m *GroupMessage) {
 		}
 		d.groups[m.Group] = r
 	}
+	switch m.Msg.Type {
+	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
+		r.quiet = false // a leader speaks to it: it is a member again
+	}
 	if err := r.rn.Step(m.Msg); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 		d.log.Debug("raft step", "partition", m.Group, "type", m.Msg.Type.String(), "err", err)
 	}
@@ -680,6 +733,10 @@ func (d *Driver) propose(p *proposal) {
 	r := d.groups[p.group]
 	if p.ctx.Err() != nil {
 		p.done <- result{err: fmt.Errorf("partition %d: %w", p.group, p.ctx.Err())}
+		return
+	}
+	if d.failed != nil {
+		p.done <- result{err: &NotLeaderError{Group: p.group}}
 		return
 	}
 	if r == nil || r.rn.BasicStatus().RaftState != raft.StateLeader {
@@ -705,7 +762,7 @@ func (d *Driver) propose(p *proposal) {
 
 func (d *Driver) readIndex(rq *readReq) {
 	r := d.groups[rq.group]
-	if r == nil || r.leader == 0 {
+	if r == nil || r.leader == 0 || d.failed != nil {
 		e := &NotLeaderError{Group: rq.group, Hosted: r != nil}
 		rq.done <- result{err: e}
 		return
@@ -791,7 +848,12 @@ func (d *Driver) handleReadies() {
 	}
 	rs := d.readies[:0]
 	for _, r := range d.groups {
-		if r != nil && r.rn.HasReady() {
+		switch {
+		case r == nil:
+		case r.pendingReplay != nil:
+			rs = append(rs, pendingReady{r: r, rd: *r.pendingReplay})
+			r.pendingReplay = nil
+		case r.rn.HasReady():
 			rs = append(rs, pendingReady{r: r, rd: r.rn.Ready()})
 		}
 	}
@@ -848,6 +910,8 @@ func (d *Driver) handleReadies() {
 				d.log.Error("restore snapshot", "partition", r.group, "index", rd.Snapshot.Metadata.Index, "err", err)
 			}
 			r.conf = rd.Snapshot.Metadata.ConfState
+			r.removed = !d.member(r.conf)
+			r.quiet = false
 			r.applied = rd.Snapshot.Metadata.Index
 			r.snapIdx = rd.Snapshot.Metadata.Index
 		}
@@ -913,16 +977,13 @@ func (d *Driver) handleReadies() {
 			r.term = rd.HardState.Term
 		}
 		d.serveReads(r)
-		if r.confChanged && !r.removed {
+		if r.confChanged {
 			r.confChanged = false
 			d.memSnapshot(r)
 		}
 		r.rn.Advance(*rd)
 		d.publish(r)
 		d.maybeSnapshot(r)
-		if r.removed {
-			d.destroy(r)
-		}
 	}
 	// Raft may have more (entries beyond MaxCommittedSizePerReady,
 	// messages from the Advance): go round again soon.
@@ -1025,12 +1086,15 @@ func (d *Driver) apply(r *replica, e *pb.Entry) {
 		// A snapshot sent to a new member must name it in its ConfState,
 		// so the group's snapshot is retaken after the batch is applied.
 		r.confChanged = true
-		if !contains(cs.Voters, d.cfg.ID) && !contains(cs.Learners, d.cfg.ID) &&
-			!contains(cs.VotersOutgoing, d.cfg.ID) && !contains(cs.LearnersNext, d.cfg.ID) {
-			r.removed = true
-		}
+		r.removed = !d.member(r.conf)
 	}
 	r.applied = e.Index
+}
+
+// member reports whether cs names this node as a voter or learner.
+func (d *Driver) member(cs pb.ConfState) bool {
+	id := d.cfg.ID
+	return contains(cs.Voters, id) || contains(cs.Learners, id) || contains(cs.VotersOutgoing, id) || contains(cs.LearnersNext, id)
 }
 
 func contains(ids []uint64, id uint64) bool {
@@ -1045,7 +1109,7 @@ func contains(ids []uint64, id uint64) bool {
 // maybeSnapshot snapshots and compacts r once enough entries were applied
 // since its last snapshot.
 func (d *Driver) maybeSnapshot(r *replica) {
-	if r.removed || r.applied-r.snapIdx < d.cfg.SnapshotEntries {
+	if r.applied-r.snapIdx < d.cfg.SnapshotEntries {
 		return
 	}
 	d.snapshot(r)
@@ -1057,7 +1121,11 @@ func (d *Driver) maybeSnapshot(r *replica) {
 func (d *Driver) snapshot(r *replica) {
 	snap, ok := d.memSnapshot(r)
 	if !ok {
-		return
+		// Nothing applied since the last snapshot: checkpoint that one.
+		var err error
+		if snap, err = r.st.Snapshot(); err != nil || raft.IsEmptySnap(snap) {
+			return
+		}
 	}
 	keep := d.cfg.SnapshotEntries / 4
 	if r.applied > keep {
@@ -1100,26 +1168,21 @@ func (d *Driver) memSnapshot(r *replica) (pb.Snapshot, bool) {
 	return snap, true
 }
 
-// destroy drops a replica removed from its group: a tombstone record so a
-// restart does not bring it back, and its pending calls fail.
-func (d *Driver) destroy(r *replica) {
-	d.failPending(r, &NotLeaderError{Group: r.group, Hosted: false})
-	if err := d.persistNow(r, &diskRecord{removed: true}); err != nil {
-		d.log.Warn("record replica removal", "partition", r.group, "err", err)
-	}
-	d.groups[r.group] = nil
-	d.info[r.group].Store(&GroupInfo{})
-	if d.cfg.OnChange != nil {
-		d.cfg.OnChange(r.group, GroupInfo{})
-	}
-}
-
 func (d *Driver) fail(err error) {
 	d.failed = err
+	d.failErr.Store(&err)
 	d.log.Error("raft state cannot be written; this node stops replicating", "err", err)
 	for _, r := range d.groups {
 		if r != nil {
-			d.failPending(r, fmt.Errorf("partition %d: %w", r.group, err))
+			// Proposals sent in earlier rounds may still commit on the
+			// others: their outcome is unknown, not "unavailable".
+			d.failPending(r, fmt.Errorf("partition %d: %w: %w", r.group, freqd.ErrOutcomeUnknown, err))
+			// It leads nothing any more, as far as anyone here can tell:
+			// requests go elsewhere instead of waiting on it.
+			d.info[r.group].Store(&GroupInfo{})
+			if d.cfg.OnChange != nil {
+				d.cfg.OnChange(r.group, GroupInfo{})
+			}
 		}
 	}
 }
@@ -1127,9 +1190,48 @@ func (d *Driver) fail(err error) {
 // Err is nil while the driver can persist, else the disk error that
 // stopped it.
 func (d *Driver) Err() error {
-	var err error
-	_ = d.do(context.Background(), func() { err = d.failed })
-	return err
+	if p := d.failErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Checkpoint writes the checkpoints of groups (those the store asks for,
+// store.Store.Due): each replaces the group's older log records, so the
+// store can drop segments that only they kept alive.
+func (d *Driver) Checkpoint(ctx context.Context, groups []int) error {
+	if !d.started.Load() {
+		return nil
+	}
+	return d.do(ctx, func() {
+		if d.failed != nil {
+			return
+		}
+		for _, g := range groups {
+			if g >= 0 && g < len(d.groups) && d.groups[g] != nil {
+				d.snapshot(d.groups[g])
+			}
+		}
+	})
+}
+
+// CheckpointAll writes every hosted group's checkpoint (its snapshot at
+// the applied index, HardState and the entries after it), so that the
+// next start replays no log. Close calls it first on a clean stop.
+func (d *Driver) CheckpointAll(ctx context.Context) error {
+	if !d.started.Load() {
+		return nil
+	}
+	return d.do(ctx, func() {
+		if d.failed != nil {
+			return
+		}
+		for _, r := range d.groups {
+			if r != nil {
+				d.snapshot(r)
+			}
+		}
+	})
 }
 
 // publish stores r's GroupInfo for other goroutines and tells OnChange
@@ -1137,24 +1239,62 @@ func (d *Driver) Err() error {
 func (d *Driver) publish(r *replica) {
 	old := d.info[r.group].Load()
 	bs := r.rn.BasicStatus()
-	if old.Hosted && old.Leader == bs.Lead && old.Term == bs.Term && old.Applied == r.applied &&
+	role := roleName(bs.RaftState)
+	if contains(r.conf.Learners, d.cfg.ID) {
+		role = "learner"
+	}
+	hosted := !r.removed && !r.quiet
+	if old.Hosted == hosted && old.Leader == bs.Lead && old.Term == bs.Term && old.Applied == r.applied && old.Role == role &&
 		equalIDs(old.Voters, r.conf.Voters) && equalIDs(old.Learners, r.conf.Learners) {
 		return
 	}
 	gi := &GroupInfo{
-		Hosted:   true,
+		Hosted:   hosted,
 		Leader:   bs.Lead,
 		Term:     bs.Term,
 		IsLeader: bs.RaftState == raft.StateLeader,
+		Role:     role,
 		Voters:   append([]uint64(nil), r.conf.Voters...),
 		Learners: append([]uint64(nil), r.conf.Learners...),
 		Applied:  r.applied,
 	}
 	d.info[r.group].Store(gi)
-	if d.cfg.OnChange != nil && (old.Leader != gi.Leader || old.Term != gi.Term || !old.Hosted ||
+	if d.cfg.OnChange != nil && (old.Leader != gi.Leader || old.Term != gi.Term || old.Hosted != gi.Hosted ||
 		!equalIDs(old.Voters, gi.Voters) || !equalIDs(old.Learners, gi.Learners)) {
 		d.cfg.OnChange(r.group, *gi)
 	}
+}
+
+func roleName(s raft.StateType) string {
+	switch s {
+	case raft.StateLeader:
+		return "leader"
+	case raft.StateCandidate:
+		return "candidate"
+	case raft.StatePreCandidate:
+		return "pre-candidate"
+	}
+	return "follower"
+}
+
+// Quiesce stops ticking this node's replica of group g, so that a
+// replica its group removed without it ever learning so (a removed
+// replica hears nothing more) stops campaigning. Its log and state stay:
+// a replica is never dropped, so a leader that re-adds it, or still counts
+// its old match index, finds every entry it acknowledged (an empty
+// replica told to commit entries it lacks is a raft panic). A message
+// from a leader wakes it. freqd calls it only once the group's leader
+// shows it is not a member.
+func (d *Driver) Quiesce(ctx context.Context, g int) error {
+	if g < 0 || g >= d.cfg.Groups {
+		return fmt.Errorf("multiraft: partition %d of %d: %w", g, d.cfg.Groups, freqd.ErrInvalidArgument)
+	}
+	return d.do(ctx, func() {
+		if r := d.groups[g]; r != nil {
+			r.quiet = true
+			d.publish(r)
+		}
+	})
 }
 
 func equalIDs(a, b []uint64) bool {

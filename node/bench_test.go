@@ -54,9 +54,7 @@ func BenchmarkAllocateRelease(b *testing.B) {
 
 // BenchmarkAllocateReleaseParallel measures allocate-any + release pairs
 // from many concurrent clients (b.SetParallelism goroutines per CPU), all
-// entering at one node, on a 3-node cluster with replication factor 3. The
-// cmds/append metric is the average number of commands one Append carried
-// to a follower: group commit makes it grow with concurrency.
+// entering at one node, on a 3-node cluster with replication factor 3.
 func BenchmarkAllocateReleaseParallel(b *testing.B) {
 	for _, par := range []int{1, 16} {
 		b.Run(fmt.Sprintf("clients=%d", par*runtime.GOMAXPROCS(0)), func(b *testing.B) {
@@ -64,7 +62,6 @@ func BenchmarkAllocateReleaseParallel(b *testing.B) {
 			cl := c.client(c.addrs()...)
 			ctx := context.Background()
 			var id atomic.Int64
-			a0, c0 := c.replicationStats()
 			b.SetParallelism(par)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -82,22 +79,8 @@ func BenchmarkAllocateReleaseParallel(b *testing.B) {
 				}
 			})
 			b.StopTimer()
-			a1, c1 := c.replicationStats()
-			if a1 > a0 {
-				b.ReportMetric(float64(c1-c0)/float64(a1-a0), "cmds/append")
-			}
 		})
 	}
-}
-
-// replicationStats sums ReplicationStats over the live nodes.
-func (c *testCluster) replicationStats() (appends, commands uint64) {
-	for _, n := range c.live() {
-		a, k := n.ReplicationStats()
-		appends += a
-		commands += k
-	}
-	return appends, commands
 }
 
 // BenchmarkAllocateReleaseDurable measures allocate-any + release pairs

@@ -22,6 +22,7 @@ import (
 	"github.com/freqd/freqd/internal/freqmodel"
 	"github.com/freqd/freqd/internal/simnet"
 	"github.com/freqd/freqd/membership"
+	"github.com/freqd/freqd/multiraft"
 	"github.com/freqd/freqd/pool"
 	"github.com/freqd/freqd/store"
 	"github.com/freqd/freqd/transport"
@@ -40,7 +41,8 @@ import (
 //   - a side of a partition without a write quorum of a partition's
 //     configuration granted nothing in that partition (see chaosEpisode).
 //
-// Every run prints its seed; FREQD_CHAOS_SEED=<n> runs that seed again (the
+// An ordinary run uses fixed seeds (chaosCISeeds; FREQD_CHAOS_RANDOM=1 draws
+// fresh ones). Every run prints its seed; FREQD_CHAOS_SEED=<n> runs that seed again (the
 // fault schedule and the network's drop and delay decisions are the same;
 // goroutine scheduling is not, so a rerun is close, not identical).
 // FREQD_CHAOS_LONG=1 runs many seeds for longer (FREQD_CHAOS_SEEDS seeds,
@@ -61,6 +63,7 @@ const (
 	chaosHeldCap     = 2 // frequencies a worker holds (or may hold) before it stops allocating
 	chaosWorkers     = 6
 	chaosAPIPort     = 7001 // node i listens on chaosAPIPort+i; below simnet's dynamic ports
+	chaosPeerPort    = 7201 // and its peer transport on chaosPeerPort+i
 	chaosGossipPort  = 7101
 )
 
@@ -102,11 +105,19 @@ func chaosParamsFromEnv(t *testing.T) chaosParams {
 		p.seeds = []uint64{v}
 		return p
 	}
+	if os.Getenv("FREQD_CHAOS_LONG") == "" && os.Getenv("FREQD_CHAOS_RANDOM") == "" {
+		// CI runs fixed seeds, so a failure there reproduces.
+		p.seeds = chaosCISeeds[:n]
+		return p
+	}
 	for range n {
 		p.seeds = append(p.seeds, rand.Uint64()%1_000_000_000)
 	}
 	return p
 }
+
+// chaosCISeeds are the seeds of an ordinary (not FREQD_CHAOS_LONG) run.
+var chaosCISeeds = []uint64{239426186, 571002443}
 
 // chaosStats counts what one run did.
 type chaosStats struct {
@@ -186,6 +197,7 @@ type chaosSlot struct {
 	name       string
 	host       *simnet.Host
 	apiAddr    string
+	peerAddr   string
 	gossipAddr string
 	dataDir    string // kept across restarts, unless a restart wipes it
 
@@ -314,6 +326,7 @@ func runChaos(t *testing.T, seed uint64, p chaosParams) chaosStats {
 		r.slots = append(r.slots, &chaosSlot{
 			name: name, host: r.sim.Host(name),
 			apiAddr:    fmt.Sprintf("127.0.0.1:%d", chaosAPIPort+i),
+			peerAddr:   fmt.Sprintf("127.0.0.1:%d", chaosPeerPort+i),
 			gossipAddr: fmt.Sprintf("127.0.0.1:%d", chaosGossipPort+i),
 		})
 	}
@@ -415,6 +428,7 @@ func (r *chaosRun) startNode(s *chaosSlot) {
 	nd, err := New(Options{
 		Name:              s.name,
 		APIAddr:           s.apiAddr,
+		PeerAddr:          s.peerAddr,
 		Layout:            r.layout,
 		ReplicationFactor: chaosFactor,
 		BootstrapExpect:   chaosNodes,
@@ -426,14 +440,13 @@ func (r *chaosRun) startNode(s *chaosSlot) {
 			RejoinInterval: 200 * time.Millisecond,
 			LoadInterval:   50 * time.Millisecond,
 		},
-		Logger:            testLogger(t).With("seed", r.seed),
-		RebalanceInterval: 100 * time.Millisecond,
-		RPCTimeout:        chaosRPCTimeout,
-		StallTimeout:      chaosStall,
-		Seed:              r.sched.Uint64() | 1,
-		Incarnation:       r.sched.Uint64() | 1,
-		DataDir:           s.dataDir,
-		Sync:              store.SyncNone, // a kill here loses no page cache
+		Logger:       testLogger(t).With("seed", r.seed),
+		TickInterval: 20 * time.Millisecond,
+		RPCTimeout:   chaosRPCTimeout,
+		Seed:         r.sched.Uint64() | 1,
+		Incarnation:  r.sched.Uint64() | 1,
+		DataDir:      s.dataDir,
+		Sync:         store.SyncNone, // a kill here loses no page cache
 	})
 	if err != nil {
 		_ = gt.Shutdown()
@@ -551,7 +564,7 @@ func (r *chaosRun) settled() (bool, string) {
 	ids := make(map[string]string)
 	var want string
 	for i, n := range nodes {
-		ids[n.Name()] = n.self.String()
+		ids[n.Name()] = n.dir.Load().label(n.id)
 		if !n.Active() {
 			return false, n.Name() + " not active"
 		}
@@ -575,8 +588,9 @@ func (r *chaosRun) settled() (bool, string) {
 		for _, name := range p.GetReplicas() {
 			wantCfg = append(wantCfg, ids[name])
 		}
-		if !slices.Equal(p.GetConfig(), wantCfg) {
-			return false, fmt.Sprintf("partition %d: configuration %v, want the ring's replicas %v", p.GetId(), p.GetConfig(), wantCfg)
+		slices.Sort(wantCfg)
+		if got := slices.Sorted(slices.Values(p.GetVoters())); !slices.Equal(got, wantCfg) || len(p.GetLearners()) > 0 {
+			return false, fmt.Sprintf("partition %d: voters %v learners %v, want the ring's replicas %v", p.GetId(), p.GetVoters(), p.GetLearners(), wantCfg)
 		}
 	}
 	return true, ""
@@ -608,53 +622,47 @@ func (r *chaosRun) dumpRing() {
 		return
 	}
 	for _, p := range nodes[0].RingInfo(ctx).GetPartitions() {
-		r.t.Logf("%s sees partition %d: owner %s replicas %v holder %q config %v epoch %d/%s writable %v %s",
-			nodes[0].Name(), p.GetId(), p.GetOwner(), p.GetReplicas(), p.GetHolder(), p.GetConfig(), p.GetEpoch(), p.GetEpochNode(), p.GetWritable(), p.GetReason())
+		r.t.Logf("%s sees partition %d: owner %s replicas %v holder %q voters %v learners %v term %d writable %v %s",
+			nodes[0].Name(), p.GetId(), p.GetOwner(), p.GetReplicas(), p.GetHolder(), p.GetVoters(), p.GetLearners(), p.GetTerm(), p.GetWritable(), p.GetReason())
 	}
 	for _, n := range nodes {
-		for _, rec := range n.recs {
-			rec.mu.Lock()
-			s := fmt.Sprintf("role %v promised %v committed %v accepted %v state %v/%d reason %q", rec.role, rec.promised, rec.committed, rec.accepted.Epoch, rec.stateEpoch, rec.index, rec.reason)
-			rec.mu.Unlock()
-			r.t.Logf("  %s partition %d: %s", n.self, rec.id, s)
+		for _, st := range n.replicaStates().GetReplicas() {
+			r.t.Logf("  %s partition %d: %s term %d leader %s voters %v learners %v applied %d %s", n.Name(), st.GetPartition(), st.GetRole(),
+				st.GetTerm(), st.GetLeader(), st.GetVoters(), st.GetLearners(), st.GetApplied(), st.GetReason())
 		}
 	}
 }
 
-// quorumOn returns the partitions whose newest committed configuration, as
-// any live node records it, has a write quorum of its members (current
-// incarnations) among the named nodes.
+// quorumOn returns the partitions whose raft voters, as the live replica
+// with the newest term records them, have a majority among the named
+// nodes (current incarnations): only those may commit on that side.
 func (r *chaosRun) quorumOn(names []string) (map[int]bool, map[int]string) {
 	nodes := r.liveNodes()
-	side := make(map[ReplicaID]bool)
+	side := make(map[uint64]bool)
 	for _, n := range nodes {
 		if slices.Contains(names, n.Name()) {
-			side[n.self] = true
+			side[n.id] = true
 		}
 	}
 	out := make(map[int]bool)
 	configs := make(map[int]string)
 	for id := range r.layout.Partitions() {
-		var newest Config
+		var newest multiraft.GroupInfo
 		for _, n := range nodes {
-			rec := n.recs[id]
-			rec.mu.Lock()
-			c := rec.committed
-			rec.mu.Unlock()
-			if c.Epoch.Compare(newest.Epoch) > 0 {
-				newest = c
+			if info := n.drv.Info(id); info.Hosted && info.Term >= newest.Term {
+				newest = info
 			}
 		}
 		in := 0
-		for _, m := range newest.Members {
+		for _, m := range newest.Voters {
 			if side[m] {
 				in++
 			}
 		}
-		if len(newest.Members) > 0 && in >= newest.WriteQuorum(chaosFactor) {
+		if len(newest.Voters) > 0 && in >= len(newest.Voters)/2+1 {
 			out[id] = true
 		}
-		configs[id] = newest.String()
+		configs[id] = fmt.Sprintf("term %d voters %x learners %x", newest.Term, newest.Voters, newest.Learners)
 	}
 	return out, configs
 }
@@ -1578,9 +1586,9 @@ func (r *chaosRun) dump() {
 	r.t.Logf("history written to %s", path)
 }
 
-// startTrace logs every change of every live node's replica records
-// (role, promise, committed and state epochs, index), polled every
-// millisecond until the run ends: a debugging aid (FREQD_CHAOS_TRACE=1).
+// startTrace logs every change of every live node's raft replicas
+// (role, term, leader, voters, applied), polled every millisecond until
+// the run ends: a debugging aid (FREQD_CHAOS_TRACE=1).
 func (r *chaosRun) startTrace() {
 	type key struct {
 		node string
@@ -1592,14 +1600,10 @@ func (r *chaosRun) startTrace() {
 		defer r.workers.Done()
 		for pause(r.wctx, time.Millisecond) {
 			for _, n := range r.liveNodes() {
-				for _, rec := range n.recs {
-					rec.mu.Lock()
-					s := fmt.Sprintf("role %v promised %v committed %v accepted %v state %v/%d", rec.role, rec.promised, rec.committed, rec.accepted.Epoch, rec.stateEpoch, rec.index)
-					if rec.prim != nil {
-						s += fmt.Sprintf(" commit %d", rec.prim.commit)
-					}
-					rec.mu.Unlock()
-					k := key{n.self.String(), rec.id}
+				for id := range n.shards {
+					info := n.drv.Info(id)
+					s := fmt.Sprintf("%s term %d leader %x voters %x learners %x applied %d", info.Role, info.Term, info.Leader, info.Voters, info.Learners, info.Applied)
+					k := key{n.Name(), id}
 					if last[k] != s {
 						last[k] = s
 						r.logf("trace %s p%d: %s", k.node, k.id, s)

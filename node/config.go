@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/freqd/freqd/config"
 	"github.com/freqd/freqd/membership"
@@ -11,8 +12,9 @@ import (
 )
 
 // OptionsFromConfig turns a validated config into node Options: it parses
-// the pool into its layout and resolves the gossip profile with the
-// config's per-field overrides.
+// the pool into its layout, resolves the gossip profile with the config's
+// per-field overrides, and derives the raft timing from the profile's name
+// (raftTiming; the per-field gossip overrides do not change it).
 func OptionsFromConfig(cfg config.Config, logger *slog.Logger) (Options, error) {
 	if err := cfg.Validate(); err != nil {
 		return Options{}, err
@@ -53,9 +55,11 @@ func OptionsFromConfig(cfg config.Config, logger *slog.Logger) (Options, error) 
 	if g.PushPullInterval > 0 {
 		prof.PushPullInterval = g.PushPullInterval
 	}
+	tick, election, heartbeat := raftTiming(g.Profile)
 	return Options{
 		Name:              cfg.Node.Name,
 		APIAddr:           cfg.API.Addr,
+		PeerAddr:          cfg.Peer.Addr,
 		Layout:            layout,
 		ReplicationFactor: cfg.Replication.Factor,
 		Strategy:          strategy,
@@ -71,5 +75,35 @@ func OptionsFromConfig(cfg config.Config, logger *slog.Logger) (Options, error) 
 		DataDir:      cfg.Node.DataDir,
 		Sync:         sync,
 		SyncInterval: cfg.Node.FsyncInterval,
+
+		TickInterval:   tick,
+		ElectionTicks:  election,
+		HeartbeatTicks: heartbeat,
 	}, nil
+}
+
+// raftTiming returns the raft tick interval and the election and heartbeat
+// timeouts, in ticks, for a gossip profile name, so that a cluster tuned
+// for quick failure detection also elects new leaders quickly:
+//
+//   - "fast" (membership.ProfileFast): 20ms ticks, election 10, heartbeat 2.
+//     raft randomizes each follower's election timeout in [election,
+//     2*election) ticks, so a dead leader's followers campaign after
+//     200-400 ms, and with a round trip or two for the vote its partitions
+//     are writable again within 1 s.
+//   - "local" (membership.ProfileLocal): 50ms ticks, 10, 2 (500-1000 ms).
+//   - "lan" (membership.ProfileLAN) and any other name: 100ms ticks, 10, 2
+//     (1-2 s), tolerant of a slower network.
+//
+// The heartbeat (2 ticks) stays well under the election timeout, so a few
+// lost heartbeats do not unseat a live leader.
+func raftTiming(profile string) (tick time.Duration, election, heartbeat int) {
+	switch profile {
+	case membership.ProfileFast:
+		return 20 * time.Millisecond, 10, 2
+	case membership.ProfileLocal:
+		return 50 * time.Millisecond, 10, 2
+	default: // membership.ProfileLAN, and anything slower
+		return 100 * time.Millisecond, 10, 2
+	}
 }

@@ -54,13 +54,13 @@ func TestRestartFromDisk(t *testing.T) {
 	want := allocateN(t, cl, "a", 20)
 
 	n2 := c.node("n2")
-	inc := n2.self.Incarnation
+	inc := n2.Incarnation()
 	if err := n2.Close(); err != nil {
 		t.Fatal(err)
 	}
 	n2 = c.restart("n2")
-	if n2.self.Incarnation != inc {
-		t.Fatalf("n2 restarted as incarnation %x; want its own %x back from disk", n2.self.Incarnation, inc)
+	if n2.Incarnation() != inc {
+		t.Fatalf("n2 restarted as incarnation %x; want its own %x back from disk", n2.Incarnation(), inc)
 	}
 	c.waitStable(30 * time.Second)
 	cl = c.client(c.addrs()...)
@@ -89,20 +89,17 @@ func TestRestartFromDisk(t *testing.T) {
 }
 
 // TestDamagedCheckpoint: a node whose checkpoint files are corrupt or
-// truncated loses those partitions (it does not serve them from disk) and
-// gets them back from the replicas; nothing acknowledged is lost.
+// truncated does not serve them from disk: it discards its raft state,
+// rejoins as a new incarnation and gets every partition back from the
+// other replicas; nothing acknowledged is lost.
 func TestDamagedCheckpoint(t *testing.T) {
 	c := startCluster(t, 3, clusterOpts{durable: true, sync: store.SyncNone, ranges: []string{"1-60"}, partitions: 6})
 	cl := c.client(c.addrs()...)
 	want := allocateN(t, cl, "a", 20)
 
 	n1 := c.node("n1")
-	for _, r := range n1.recs {
-		if err := n1.checkpoint(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := n1.Close(); err != nil {
+	old := n1.Incarnation()
+	if err := n1.Close(); err != nil { // a clean stop checkpoints every partition
 		t.Fatal(err)
 	}
 	dir := c.dirs["n1"]
@@ -128,17 +125,12 @@ func TestDamagedCheckpoint(t *testing.T) {
 	if fmt.Sprint(n1.lostAtStart) != "[1 4]" {
 		t.Fatalf("partitions lost at start: %v; want [1 4]", n1.lostAtStart)
 	}
+	if n1.Incarnation() == old {
+		t.Fatalf("n1 kept incarnation %x after losing raft state", old)
+	}
 	c.waitStable(30 * time.Second)
 	waitFor(t, 20*time.Second, "n1 to hold every partition again", func() bool {
-		for _, r := range n1.recs {
-			r.mu.Lock()
-			ok := !r.lost && r.p != nil
-			r.mu.Unlock()
-			if !ok {
-				return false
-			}
-		}
-		return true
+		return n1.hostedGroups() == len(n1.shards)
 	})
 	cl = c.client(c.addrs()...)
 	checkHeld(t, c, cl, want)
@@ -173,14 +165,12 @@ func TestInterruptedBootstrapDiscarded(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Options{Name: "n1", APIAddr: "127.0.0.1:0", Layout: c.layout, Logger: testLogger(t), DataDir: dir, Sync: store.SyncNone})
+	m, err := New(Options{Name: "n1", APIAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Layout: c.layout, Logger: testLogger(t), DataDir: dir, Sync: store.SyncNone})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	for _, r := range m.recs {
-		if r.p != nil || !r.promised.IsZero() || r.lost {
-			t.Fatalf("partition %d recovered (state %v, promise %v, lost %v) from a node that never joined", r.id, r.p != nil, r.promised, r.lost)
-		}
+	if k := m.hostedGroups(); k != 0 {
+		t.Fatalf("%d partitions recovered from a node that never joined", k)
 	}
 }

@@ -138,7 +138,7 @@ func TestRequestIDDeduplicates(t *testing.T) {
 	// Crash the primary of the partition that granted g4, then retry.
 	var victim *Node
 	for _, n := range c.live() {
-		if n.recs[g4.Partition].isPrimary() {
+		if n.leads(int(g4.Partition)) {
 			victim = n
 		}
 	}

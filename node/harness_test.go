@@ -149,6 +149,7 @@ func (c *testCluster) tryStart(name, gossipAddr string, seeds []string, expect i
 		Now:               c.opts.now,
 		Name:              name,
 		APIAddr:           "127.0.0.1:0",
+		PeerAddr:          "127.0.0.1:0",
 		Layout:            c.layout,
 		ReplicationFactor: c.opts.factor,
 		Strategy:          c.opts.strategy,
@@ -160,8 +161,8 @@ func (c *testCluster) tryStart(name, gossipAddr string, seeds []string, expect i
 			RejoinInterval: 200 * time.Millisecond,
 			LoadInterval:   50 * time.Millisecond,
 		},
-		Logger:            testLogger(c.t).With("node", name),
-		RebalanceInterval: 100 * time.Millisecond,
+		Logger:       testLogger(c.t).With("node", name),
+		TickInterval: 20 * time.Millisecond,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new node %s: %w", name, err)
@@ -285,12 +286,12 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// led returns the partitions n is the primary of.
+// led returns the partitions n leads.
 func (n *Node) led() []int {
 	var out []int
-	for _, r := range n.recs {
-		if r.isPrimary() {
-			out = append(out, r.id)
+	for id := range n.shards {
+		if n.leads(id) {
+			out = append(out, id)
 		}
 	}
 	return out
@@ -298,7 +299,7 @@ func (n *Node) led() []int {
 
 // waitStable waits until every live node is active and agrees on the ring,
 // and every partition is writable with its ring owner as primary and the
-// ring's replicas as its configuration.
+// ring's replicas as its raft voters.
 func (c *testCluster) waitStable(d time.Duration) {
 	c.t.Helper()
 	var last string
@@ -342,11 +343,13 @@ func (c *testCluster) stable() (bool, string) {
 			return false, fmt.Sprintf("partition %d: holder %q owner %q writable %v: %s", p.GetId(), p.GetHolder(), p.GetOwner(), p.GetWritable(), p.GetReason())
 		}
 		var names []string
-		for _, m := range p.GetConfig() {
+		for _, m := range p.GetVoters() {
 			names = append(names, m[:strings.IndexByte(m, '#')])
 		}
-		if fmt.Sprint(names) != fmt.Sprint(p.GetReplicas()) {
-			return false, fmt.Sprintf("partition %d: config %v, ring replicas %v", p.GetId(), p.GetConfig(), p.GetReplicas())
+		slices.Sort(names)
+		reps := slices.Sorted(slices.Values(p.GetReplicas()))
+		if fmt.Sprint(names) != fmt.Sprint(reps) || len(p.GetLearners()) > 0 {
+			return false, fmt.Sprintf("partition %d: voters %v learners %v, ring replicas %v", p.GetId(), p.GetVoters(), p.GetLearners(), p.GetReplicas())
 		}
 	}
 	return true, ""

@@ -16,22 +16,22 @@ import (
 
 	"github.com/freqd/freqd"
 	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
-	"github.com/freqd/freqd/gen/freqd/v1/freqdv1connect"
 	"github.com/freqd/freqd/partition"
 	"github.com/freqd/freqd/transport"
 )
 
 // Leases (docs/leases.md). A leased frequency carries its TTL in the
-// replicated partition state. Only the partition's primary keeps time: it
-// remembers, per client, when the client last renewed (its own clock), and
-// when a client's lease has run for a TTL of one of its frequencies
-// without renewal, it replicates a command releasing those frequencies, so
+// replicated partition state. Only the partition's raft leader keeps time:
+// it remembers, per client, when the client last renewed (its own clock),
+// and when a client's lease has run for a TTL of one of its frequencies
+// without renewal, it proposes a command releasing those frequencies, so
 // every replica agrees on the expiry. Renewals are not replicated: a new
-// primary starts every lease afresh, for its full TTL, when it takes over,
-// so a failover never shortens a lease (it lengthens it by at most the
+// leader starts every lease afresh, for its full TTL, when it adopts the
+// partition's leases (after a linearizable read of its state), so a
+// failover never shortens a lease (it lengthens it by at most the
 // failover gap plus the time since the last renewal).
 
-// leaseTick is how often the primary looks for lapsed leases.
+// leaseTick is how often the leader looks for lapsed leases.
 const leaseTick = 50 * time.Millisecond
 
 // maxExpiries bounds the expiry commands one node runs at once.
@@ -75,10 +75,10 @@ func ttlFromPB(d *durationpb.Duration) (time.Duration, error) {
 	return ttl, validTTL(ttl)
 }
 
-// leaseTable is a primary's clock for its partition's leases: when each
+// leaseTable is a leader's clock for its partition's leases: when each
 // client holding leased frequencies last renewed, and a queue of when to
-// look at each client next. Guarded by the record's mu; it lives in the
-// primary state, so it is built afresh by every new primary.
+// look at each client next. Guarded by the shard's lmu; it is built afresh
+// by every new leader (every term).
 type leaseTable struct {
 	clients map[string]*clientLease
 	due     dueQueue
@@ -94,7 +94,7 @@ type clientLease struct {
 	queued time.Time // the earliest look queued, zero if none
 }
 
-// newLeaseTable starts every lease of p at now (a new primary does not
+// newLeaseTable starts every lease of p at now (a new leader does not
 // know when its clients last renewed: it gives them a full TTL). O(held).
 func newLeaseTable(p *partition.Partition, now time.Time) *leaseTable {
 	t := &leaseTable{clients: make(map[string]*clientLease)}
@@ -166,28 +166,22 @@ func (q *dueQueue) Pop() any {
 	return e
 }
 
-// leasesLocked returns r's lease table if this node is r's primary.
-// Caller holds r.mu.
-func leasesLocked(r *record) *leaseTable {
-	if r.prim == nil || r.prim.stopped {
-		return nil
-	}
-	return r.prim.leases
-}
-
-// grantedLocked notes a grant on the primary: a grant renews the client's
+// granted notes a grant on the leader: a grant renews the client's
 // leases here (it is alive), and a leased one is queued for its expiry.
-// It returns the granted frequency's lease. Caller holds r.mu (inside
-// exec).
-func (n *Node) grantedLocked(r *record, p *partition.Partition, client string, res partition.Result, now time.Time) leaseInfo {
-	if res.Err != nil {
+// It returns the granted frequency's lease.
+func (n *Node) granted(s *shard, client string, r *shardResult, now time.Time) leaseInfo {
+	if r.res.Err != nil {
 		return leaseInfo{}
 	}
-	t := leasesLocked(r)
-	ttl := p.TTL(res.Freq)
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	t, ttl := s.leases, r.ttl
 	if t == nil || ttl == 0 {
 		if t != nil {
 			t.renew(client, now)
+		}
+		if ttl > 0 {
+			return leaseInfo{ttl: ttl, expires: now.Add(ttl)}
 		}
 		return leaseInfo{}
 	}
@@ -211,23 +205,27 @@ func (t *leaseTable) renew(client string, now time.Time) *clientLease {
 	return c
 }
 
-// leaseOfLocked describes the lease of f, held by client, on the primary.
-func (n *Node) leaseOfLocked(r *record, p *partition.Partition, client string, f uint32, now time.Time) leaseInfo {
-	ttl := p.TTL(f)
+// leaseOf describes the lease of a frequency with lease TTL ttl held by
+// client, as the leader's clock has it.
+func (n *Node) leaseOf(s *shard, client string, ttl time.Duration) leaseInfo {
 	if ttl == 0 {
 		return leaseInfo{}
 	}
-	renewed := now
-	if t := leasesLocked(r); t != nil {
+	renewed := n.opts.Now()
+	s.lmu.Lock()
+	if t := s.leases; t != nil {
 		if c, ok := t.clients[client]; ok {
 			renewed = c.renewed
 		}
 	}
+	s.lmu.Unlock()
 	return leaseInfo{ttl: ttl, expires: renewed.Add(ttl)}
 }
 
-// leaseLoop looks for lapsed leases in the partitions this node leads,
-// every leaseTick, and expires them.
+// leaseLoop keeps the lease clocks of the partitions this node leads:
+// every leaseTick it adopts the leases of partitions it has just come to
+// lead, drops the tables of those it no longer leads, and expires lapsed
+// leases.
 func (n *Node) leaseLoop(ctx context.Context) {
 	t := time.NewTicker(leaseTick)
 	defer t.Stop()
@@ -241,14 +239,28 @@ func (n *Node) leaseLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := n.opts.Now()
-		for _, r := range n.recs {
-			r.mu.Lock()
+		for _, s := range n.shards {
+			info := n.drv.Info(s.id)
 			var due []string
-			if lt := leasesLocked(r); lt != nil && r.role == rolePrimary {
-				due = lt.popDue(now)
+			adopt := false
+			s.lmu.Lock()
+			switch {
+			case !info.IsLeader:
+				s.leases = nil
+			case s.leases == nil || s.leaseTerm != info.Term:
+				s.leases, adopt = nil, true
+			default:
+				due = s.leases.popDue(now)
 			}
-			r.mu.Unlock()
+			s.lmu.Unlock()
+			var jobs []func()
+			if adopt {
+				jobs = append(jobs, func() { n.adoptLeases(ctx, s, info.Term) })
+			}
 			for _, client := range due {
+				jobs = append(jobs, func() { n.expire(ctx, s, client) })
+			}
+			for _, job := range jobs {
 				select {
 				case sem <- struct{}{}:
 				case <-ctx.Done():
@@ -258,7 +270,7 @@ func (n *Node) leaseLoop(ctx context.Context) {
 				go func() {
 					defer wg.Done()
 					defer func() { <-sem }()
-					n.expire(ctx, r, client)
+					job()
 				}()
 			}
 		}
@@ -266,81 +278,140 @@ func (n *Node) leaseLoop(ctx context.Context) {
 	}
 }
 
-// expire releases client's lapsed leases in r, as a replicated command,
-// if they are still lapsed once the command is ordered. A failure (no
-// quorum) queues another look.
-func (n *Node) expire(ctx context.Context, r *record, client string) {
+// adoptLeases builds a new leader's lease table for s at term: every
+// lease in the partition's state, read linearizably (so it includes every
+// grant committed by earlier leaders), starts afresh now.
+func (n *Node) adoptLeases(ctx context.Context, s *shard, term uint64) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var res partition.Result
-	var cmd partition.Command
-	err := n.exec(cctx, r, func(p *partition.Partition) *partition.Command {
-		t := leasesLocked(r)
-		if t == nil {
-			return nil
-		}
-		now := n.opts.Now()
-		minTTL, leased := p.ClientLease(client)
-		if leased == 0 {
-			t.forget(client)
-			return nil
-		}
-		c := t.lease(client, now)
-		c.minTTL = minTTL
-		renewed := c.renewed
-		elapsed := now.Sub(renewed).Truncate(time.Millisecond)
-		if elapsed < minTTL {
-			t.schedule(client, renewed.Add(minTTL))
-			return nil
-		}
-		cmd = partition.Command{Op: partition.OpReleaseClient, Client: client, TTL: min(elapsed, partition.MaxTTL), At: now.UnixNano()}
-		out := applyLogged(p, &res, cmd)
-		if minTTL, leased = p.ClientLease(client); leased > 0 {
+	v, err := n.readLinear(cctx, s, func(p *partition.Partition) any { return newLeaseTable(p, n.opts.Now()) })
+	if err != nil {
+		return // looked at again next tick
+	}
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	if info := n.drv.Info(s.id); info.IsLeader && info.Term == term && (s.leases == nil || s.leaseTerm != term) {
+		s.leases, s.leaseTerm = v.(*leaseTable), term
+	}
+}
+
+// expire releases client's lapsed leases in s, as a replicated command
+// releasing its leases with a TTL up to the time elapsed since its last
+// renewal (so the command's effect does not depend on when it applies).
+// A failure (no quorum) queues another look.
+func (n *Node) expire(ctx context.Context, s *shard, client string) {
+	now := n.opts.Now()
+	s.lmu.Lock()
+	t := s.leases
+	if t == nil {
+		s.lmu.Unlock()
+		return
+	}
+	s.mu.RLock()
+	minTTL, leased := s.p.ClientLease(client)
+	s.mu.RUnlock()
+	if leased == 0 {
+		t.forget(client)
+		s.lmu.Unlock()
+		return
+	}
+	c := t.lease(client, now)
+	c.minTTL = minTTL
+	renewed := c.renewed
+	elapsed := now.Sub(renewed).Truncate(time.Millisecond)
+	if elapsed < minTTL {
+		t.schedule(client, renewed.Add(minTTL))
+		s.lmu.Unlock()
+		return
+	}
+	s.lmu.Unlock()
+	if _, err := n.leaderShard(s.id); err != nil {
+		return // no longer leader, or too few voters: the next leader starts the lease afresh
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cmd := partition.Command{Op: partition.OpReleaseClient, Client: client, TTL: min(elapsed, partition.MaxTTL), At: now.UnixNano()}
+	r, err := n.propose(cctx, s, cmd)
+	reschedule := func(at time.Time) {
+		s.lmu.Lock()
+		defer s.lmu.Unlock()
+		if t := s.leases; t != nil {
+			s.mu.RLock()
+			minTTL, leased := s.p.ClientLease(client)
+			s.mu.RUnlock()
+			if leased == 0 {
+				t.forget(client)
+				return
+			}
+			c := t.lease(client, now)
 			c.minTTL = minTTL
-			t.schedule(client, renewed.Add(minTTL))
-		} else {
-			t.forget(client)
+			t.schedule(client, at)
 		}
-		return out
-	})
+	}
 	switch {
-	case err == nil && res.Err == nil && res.Freq > 0:
-		n.log.Info("leases expired", "partition", r.id, "client", client, "released", res.Freq, "after", cmd.TTL)
-	case err == nil && res.Err != nil:
-		n.log.Error("lease expiry did not apply", "partition", r.id, "client", client, "err", res.Err)
-	case err != nil && ctx.Err() == nil:
-		// Not decided (no quorum, stepped down): look again shortly, if
-		// still primary; a new primary starts the lease afresh anyway.
-		r.mu.Lock()
-		if t := leasesLocked(r); t != nil {
-			t.schedule(client, n.opts.Now().Add(leaseTick))
+	case err == nil && r.res.Err == nil:
+		if r.res.Freq > 0 {
+			n.log.Info("leases expired", "partition", s.id, "client", client, "released", r.res.Freq, "after", cmd.TTL)
 		}
-		r.mu.Unlock()
+		reschedule(renewed.Add(minTTL))
+	case err == nil:
+		n.log.Error("lease expiry did not apply", "partition", s.id, "client", client, "err", r.res.Err)
+	case ctx.Err() == nil:
+		// Not decided (no quorum, stepped down): look again shortly, if
+		// still leader; a new leader starts the lease afresh anyway.
+		reschedule(n.opts.Now().Add(leaseTick))
 	}
 }
 
 // renewLocal renews client's leases in every partition this node leads
 // and reports which those are.
-func (n *Node) renewLocal(client string) *freqdv1.PeerKeepAliveResponse {
+func (n *Node) renewLocal(ctx context.Context, client string) *freqdv1.PeerKeepAliveResponse {
 	out := &freqdv1.PeerKeepAliveResponse{}
 	now := n.opts.Now()
 	var earliest time.Time
-	for _, r := range n.recs {
-		r.mu.Lock()
-		t := leasesLocked(r)
-		if t == nil || r.role != rolePrimary || r.p == nil {
-			r.mu.Unlock()
+	for _, s := range n.shards {
+		info := n.drv.Info(s.id)
+		if !info.IsLeader {
 			continue
 		}
-		out.Led = append(out.Led, uint32(r.id))
-		if c := t.renew(client, now); c != nil {
-			out.Leased += uint64(r.p.LeasedBy(client))
+		s.lmu.Lock()
+		adopted := s.leases != nil && s.leaseTerm == info.Term
+		s.lmu.Unlock()
+		if !adopted {
+			// Just became leader: adopt now rather than leave the
+			// partition unconfirmed until the lease loop's next tick.
+			n.adoptLeases(ctx, s, info.Term)
+		}
+		s.lmu.Lock()
+		t := s.leases
+		if t == nil || s.leaseTerm != info.Term {
+			// Leader, but its leases are not adopted yet: not covered; the
+			// adoption gives every lease a full TTL anyway.
+			s.lmu.Unlock()
+			continue
+		}
+		c := t.renew(client, now)
+		var minTTL time.Duration
+		if c != nil {
+			minTTL = c.minTTL
+		}
+		s.lmu.Unlock()
+		if c != nil {
+			// The renewal counts only if this node was still the leader
+			// after it: a deposed leader that has not noticed yet would
+			// confirm a renewal its successor never saw.
+			if _, err := n.readLinear(ctx, s, func(*partition.Partition) any { return nil }); err != nil {
+				continue
+			}
+			s.mu.RLock()
+			out.Leased += uint64(s.p.LeasedBy(client))
+			s.mu.RUnlock()
 			out.Partitions++
-			if at := now.Add(c.minTTL); earliest.IsZero() || at.Before(earliest) {
+			if at := now.Add(minTTL); earliest.IsZero() || at.Before(earliest) {
 				earliest = at
 			}
 		}
-		r.mu.Unlock()
+		out.Led = append(out.Led, uint32(s.id))
 	}
 	if !earliest.IsZero() {
 		out.Expires = timestamppb.New(earliest)
@@ -360,26 +431,25 @@ func (n *Node) KeepAlive(ctx context.Context, client string) (*freqdv1.KeepAlive
 		res *freqdv1.PeerKeepAliveResponse
 		err error
 	}
-	addrs := n.apiAddrs()
-	answers := make(chan answer, len(addrs)+1)
+	others := n.otherMembers()
+	answers := make(chan answer, len(others)+1)
 	var wg sync.WaitGroup
-	for name, addr := range addrs {
-		if name == n.opts.Name || addr == "" {
-			continue
-		}
+	for _, to := range others {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := peerCall(ctx, n, addr, n.opts.RPCTimeout, freqdv1connect.PeerServiceClient.PeerKeepAlive,
-				&freqdv1.PeerKeepAliveRequest{ClientId: client, From: n.opts.Name})
-			answers <- answer{res, err}
+			cctx, cancel := context.WithTimeout(ctx, n.opts.RPCTimeout)
+			defer cancel()
+			var res freqdv1.PeerKeepAliveResponse
+			err := n.call(cctx, to, methodKeepAlive, &freqdv1.PeerKeepAliveRequest{ClientId: client}, &res)
+			answers <- answer{&res, err}
 		}()
 	}
-	answers <- answer{res: n.renewLocal(client)}
+	answers <- answer{res: n.renewLocal(ctx, client)}
 	wg.Wait()
 	close(answers)
 	out := &freqdv1.KeepAliveResponse{ClientId: client}
-	led := make([]bool, len(n.recs))
+	led := make([]bool, len(n.shards))
 	var earliest time.Time
 	for a := range answers {
 		if a.err != nil {
@@ -408,7 +478,7 @@ func (n *Node) KeepAlive(ctx context.Context, client string) (*freqdv1.KeepAlive
 }
 
 // ReleaseAll frees every frequency client holds, in every partition (on
-// each partition's primary, in parallel). It fails, naming them, if some
+// each partition's leader, in parallel). It fails, naming them, if some
 // partitions could not be reached; it is idempotent, so retrying is safe.
 func (n *Node) ReleaseAll(ctx context.Context, client string) (*freqdv1.ReleaseAllResponse, error) {
 	if err := freqd.ValidateClientID(client); err != nil {
@@ -426,17 +496,17 @@ func (n *Node) ReleaseAll(ctx context.Context, client string) (*freqdv1.ReleaseA
 			defer wg.Done()
 			defer func() { <-sem }()
 			errs[id] = n.onPartition(ctx, id,
-				func(r *record) error {
+				func(s *shard) error {
 					var err error
-					results[id], err = n.applyReleaseClient(ctx, r, client)
+					results[id], err = n.applyReleaseClient(ctx, s, client)
 					return err
 				},
-				func(pc peerClient) error {
-					res, err := pc.peer.PeerReleaseClient(ctx, connect.NewRequest(&freqdv1.PeerReleaseClientRequest{ClientId: client, Partition: uint32(id), From: n.opts.Name}))
-					if err != nil {
-						return transport.FromWire(err)
+				func(to uint64) error {
+					var res freqdv1.ReleaseAllResponse
+					if err := n.call(ctx, to, methodReleaseClient, &freqdv1.PeerReleaseClientRequest{ClientId: client, Partition: uint32(id)}, &res); err != nil {
+						return err
 					}
-					results[id] = res.Msg
+					results[id] = &res
 					return nil
 				})
 		}()
@@ -463,28 +533,21 @@ func (n *Node) ReleaseAll(ctx context.Context, client string) (*freqdv1.ReleaseA
 	return out, nil
 }
 
-// applyReleaseClient frees client's frequencies in r on this primary.
-func (n *Node) applyReleaseClient(ctx context.Context, r *record, client string) (*freqdv1.ReleaseAllResponse, error) {
-	var res partition.Result
-	var freqs []uint32
-	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-		freqs = p.HeldBy(client)
-		if len(freqs) == 0 {
-			return nil
-		}
-		cmd := applyLogged(p, &res, partition.Command{Op: partition.OpReleaseClient, Client: client, At: n.opts.Now().UnixNano()})
-		if t := leasesLocked(r); t != nil {
-			t.forget(client)
-		}
-		return cmd
-	})
+// applyReleaseClient frees client's frequencies in s on its leader.
+func (n *Node) applyReleaseClient(ctx context.Context, s *shard, client string) (*freqdv1.ReleaseAllResponse, error) {
+	r, err := n.propose(ctx, s, partition.Command{Op: partition.OpReleaseClient, Client: client, At: n.opts.Now().UnixNano()})
 	if err != nil {
 		return nil, err
 	}
-	if res.Err != nil {
-		return nil, res.Err
+	if r.res.Err != nil {
+		return nil, r.res.Err
 	}
-	return &freqdv1.ReleaseAllResponse{Released: uint64(len(freqs)), Frequencies: freqs}, nil
+	s.lmu.Lock()
+	if t := s.leases; t != nil {
+		t.forget(client)
+	}
+	s.lmu.Unlock()
+	return &freqdv1.ReleaseAllResponse{Released: uint64(len(r.freqs)), Frequencies: r.freqs}, nil
 }
 
 // keepAliveStream serves KeepAliveStream: every message renews.

@@ -207,7 +207,7 @@ func (c *testCluster) primaryOf(t *testing.T, f uint32) *Node {
 		t.Fatalf("%d outside the pool", f)
 	}
 	for _, n := range c.live() {
-		if n.recs[id].isPrimary() {
+		if n.leads(id) {
 			return n
 		}
 	}

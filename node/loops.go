@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/freqd/freqd"
+	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
 	"github.com/freqd/freqd/membership"
 	"github.com/freqd/freqd/ring"
 )
@@ -32,9 +33,16 @@ func (n *Node) ringMembers() []string {
 // rebuildRing builds the ring whole from the current members and publishes
 // it; readers never see a half-built ring.
 func (n *Node) rebuildRing() {
+	// Several goroutines rebuild (ringLoop, bootstrap, Leave, a disk
+	// failure); one at a time, so ring, directory and placement are
+	// published in order.
+	n.ringMu.Lock()
+	defer n.ringMu.Unlock()
+	n.rebuildDirectory()
 	members := n.ringMembers()
 	old := n.ring.Load()
 	if old != nil && slices.Equal(old.Members(), sortedCopy(members)) {
+		n.rebuildPlacement() // an incarnation may have changed
 		return
 	}
 	r, err := ring.New(old.Config(), members)
@@ -43,9 +51,9 @@ func (n *Node) rebuildRing() {
 		return
 	}
 	n.ring.Store(r)
+	n.rebuildPlacement()
 	n.view.Store(nil)
 	n.log.Info("ring rebuilt", "members", r.Members(), "moved", len(ring.Moves(old, r)))
-	n.kickReconcile()
 }
 
 func sortedCopy(s []string) []string {
@@ -87,12 +95,11 @@ func (n *Node) loadLoop(ctx context.Context) {
 
 func (n *Node) localLoad() membership.Load {
 	var l membership.Load
-	for _, r := range n.recs {
-		r.mu.Lock()
-		if r.role == rolePrimary && r.p != nil {
-			l.Partitions = append(l.Partitions, membership.PartitionLoad{ID: uint32(r.id), Epoch: r.prim.cfg.Epoch.Term, Free: uint64(r.p.Free()), Held: uint64(r.p.Held())})
+	for _, s := range n.shards {
+		if info := n.drv.Info(s.id); info.IsLeader {
+			free, held := s.counts()
+			l.Partitions = append(l.Partitions, membership.PartitionLoad{ID: uint32(s.id), Term: info.Term, Free: free, Held: held})
 		}
-		r.mu.Unlock()
 	}
 	return l
 }
@@ -132,6 +139,9 @@ func (n *Node) bootstrapStep() (bool, error) {
 		}
 		if m.Meta.Initialized && m.Name != n.opts.Name {
 			meta.Initialized, meta.State, meta.ClusterID = true, membership.StateActive, m.Meta.ClusterID
+			if err := n.startPeers(meta.ClusterID); err != nil {
+				return false, err
+			}
 			if err := n.saveIdentity(n.identity(true, meta.ClusterID)); err != nil {
 				// It joins anyway (to report its state); it will refuse
 				// every write that it cannot keep.
@@ -151,7 +161,10 @@ func (n *Node) bootstrapStep() (bool, error) {
 	if len(waiting) < n.opts.BootstrapExpect || slices.Min(waiting) != n.opts.Name {
 		return false, nil
 	}
-	// B1: every partition empty, committed in ((1, self), [self]).
+	// Every partition's raft group starts with this node as its only
+	// voter; placement then adds the ring's other replicas (as learners
+	// first), and writes wait until a group has a majority of the
+	// replication factor (quorumNeed).
 	if err := n.storeErr(); err != nil {
 		return false, fmt.Errorf("create the pool: %w", err)
 	}
@@ -160,37 +173,23 @@ func (n *Node) bootstrapStep() (bool, error) {
 		meta.ClusterID = n.rnd.Uint64()
 		n.rndMu.Unlock()
 	}
-	c1 := Config{Epoch: Epoch{Term: 1, Node: n.opts.Name, Incarnation: n.self.Incarnation}, Members: []ReplicaID{n.self}}
-	var lsn uint64
-	for _, r := range n.recs {
-		r.mu.Lock()
-		r.promised, r.committed, r.accepted = c1.Epoch, c1, c1
-		r.p, r.stateEpoch, r.index = n.newPartition(r.id), c1.Epoch, 0
-		d, err := stateLocked(r, true)
-		if err == nil {
-			err = n.persistLocked(r, d)
+	for id := range n.shards {
+		if n.drv.Info(id).Hosted {
+			continue // a creation interrupted before the identity was saved
 		}
-		lsn = max(lsn, r.lsn)
-		r.mu.Unlock()
-		if err != nil {
-			return false, fmt.Errorf("create the pool: %w", err)
+		if err := n.drv.Bootstrap(n.ctx, id); err != nil {
+			return false, fmt.Errorf("create the pool: partition %d: %w", id, err)
 		}
 	}
-	if err := n.durable(n.ctx, 0, lsn); err != nil {
-		return false, fmt.Errorf("create the pool: %w", err)
-	}
-	// The identity is written after the pool: a crash in between leaves
-	// partition data with an uninitialised node file, which restarts as
-	// an uninitialised member and bootstraps again over it.
+	// The identity is written after the groups: a crash in between leaves
+	// raft state with an uninitialised node file, which restarts as an
+	// uninitialised member and discards it (openStore).
 	if err := n.saveIdentity(n.identity(true, meta.ClusterID)); err != nil {
 		return false, fmt.Errorf("create the pool: %w", err)
 	}
-	for _, r := range n.recs {
-		r.mu.Lock()
-		n.becomePrimaryLocked(r, c1)
-		r.mu.Unlock()
+	if err := n.startPeers(meta.ClusterID); err != nil {
+		return false, err
 	}
-	n.seeTerm(1)
 	meta.Initialized, meta.State = true, membership.StateActive
 	if err := n.ml.SetMeta(meta); err != nil {
 		return false, fmt.Errorf("announce new cluster: %w", err)
@@ -214,25 +213,13 @@ func (n *Node) isActive() bool {
 	return n.ml.LocalMeta().State == membership.StateActive
 }
 
-// replicating counts the partitions this node still holds state for.
-func (n *Node) replicating() int {
-	k := 0
-	for _, r := range n.recs {
-		r.mu.Lock()
-		if r.p != nil {
-			k++
-		}
-		r.mu.Unlock()
-	}
-	return k
-}
-
-// Leave takes this node out of the ring, waits until every partition it
-// replicated has a committed configuration without it (the owners' takeovers
-// fetch its state first, rule T7), then leaves the gossip cluster. It
-// returns how many partitions it handed off.
+// Leave takes this node out of the ring and waits until no raft group
+// has it as a replica any more: each group's leader adds the ring's new
+// replica (a learner that catches up by snapshot), promotes it, moves
+// leadership away from this node if it leads, and removes it. Then it
+// leaves the gossip cluster. It returns how many partitions it handed off.
 func (n *Node) Leave(ctx context.Context) (int, error) {
-	held := n.replicating()
+	held := n.hostedGroups()
 	if held > 0 {
 		others := 0
 		for _, name := range n.ringMembers() {
@@ -254,7 +241,7 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 	n.rebuildRing()
 	for {
 		ch := n.changes()
-		left := n.replicating()
+		left := n.hostedGroups()
 		if left == 0 {
 			break
 		}
@@ -271,4 +258,61 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 	n.leftOnce.Do(func() { close(n.left) })
 	n.log.Info("left the cluster", "handed_off", held)
 	return held, nil
+}
+
+// retireInterval is how often a node checks the replicas it hosts outside
+// their placement.
+const retireInterval = 500 * time.Millisecond
+
+// retireLoop quiesces replicas that their group has removed without them
+// learning it (a removed replica receives nothing more, so it may never
+// apply its own removal, and would campaign in vain): for each hosted
+// group whose placement does not name this node, it asks the group's
+// leader for its view, and quiesces the replica (multiraft.Quiesce: it
+// keeps its log) once a leader at a term and applied index at least this
+// replica's lists it neither as voter nor as learner.
+func (n *Node) retireLoop(ctx context.Context) {
+	t := time.NewTicker(retireInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		views := make(map[uint64]map[uint32]*freqdv1.ReplicaState)
+		d := n.dir.Load()
+		self := d.label(n.id)
+		for id := range n.shards {
+			info := n.drv.Info(id)
+			if !info.Hosted || info.IsLeader || info.Leader == 0 || info.Leader == n.id {
+				continue
+			}
+			if voters, _, ok := n.placementOf(id); !ok || slices.Contains(voters, n.id) {
+				continue
+			}
+			view, ok := views[info.Leader]
+			if !ok {
+				view = make(map[uint32]*freqdv1.ReplicaState)
+				cctx, cancel := context.WithTimeout(ctx, n.opts.RPCTimeout)
+				var res freqdv1.ReplicasResponse
+				if err := n.call(cctx, info.Leader, methodReplicas, &freqdv1.ReplicasRequest{}, &res); err == nil {
+					for _, st := range res.GetReplicas() {
+						view[st.GetPartition()] = st
+					}
+				}
+				cancel()
+				views[info.Leader] = view
+			}
+			st := view[uint32(id)]
+			if st == nil || st.GetRole() != "leader" || st.GetTerm() < info.Term || st.GetApplied() < info.Applied ||
+				slices.Contains(st.GetVoters(), self) || slices.Contains(st.GetLearners(), self) {
+				continue
+			}
+			if err := n.drv.Quiesce(ctx, id); err == nil {
+				n.log.Debug("quiesced a replica its group removed", "partition", id, "leader", st.GetLeader(), "term", st.GetTerm())
+				n.signalChange()
+			}
+		}
+	}
 }

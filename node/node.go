@@ -6,22 +6,24 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+
 	"github.com/freqd/freqd"
+	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
 	"github.com/freqd/freqd/gen/freqd/v1/freqdv1connect"
 	"github.com/freqd/freqd/membership"
-	"github.com/freqd/freqd/partition"
+	"github.com/freqd/freqd/multiraft"
+	"github.com/freqd/freqd/peer"
 	"github.com/freqd/freqd/pool"
 	"github.com/freqd/freqd/ring"
 	"github.com/freqd/freqd/store"
 	"github.com/freqd/freqd/transport"
-
-	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
 )
 
 // Strategy chooses where an allocation of any frequency is tried first.
@@ -54,13 +56,16 @@ func ParseStrategy(s string) (Strategy, error) {
 type Options struct {
 	// Name is the node's unique name in the cluster (required).
 	Name string
-	// APIAddr is the host:port the API listens on and peers dial (required).
+	// APIAddr is the host:port the client API listens on (required).
 	APIAddr string
+	// PeerAddr is the host:port the node-to-node transport listens on
+	// (required): raft messages and forwarded requests, never the API.
+	PeerAddr string
 	// Layout is the pool cut into partitions (required); every node of a
 	// cluster must have the same one.
 	Layout *pool.Layout
-	// ReplicationFactor is N, the number of replicas of each partition
-	// (default 1). A write commits on a majority of N (docs/replication.md).
+	// ReplicationFactor is N, the number of voters of each partition's
+	// raft group (default 1); a write commits on a majority of them.
 	ReplicationFactor int
 	// Strategy picks partitions for allocations of any frequency (default
 	// LocalFirst).
@@ -70,30 +75,38 @@ type Options struct {
 	BootstrapExpect int
 	// Gossip configures membership; Name and Logger are filled in.
 	Gossip membership.Config
-	// Network is how the API listens and dials (default TCP).
+	// Network is how the API and the peer transport listen and dial
+	// (default TCP).
 	Network transport.Network
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
-	// Now is the clock stamped on grants (default time.Now).
+	// Now is the clock stamped on grants and used for leases (default
+	// time.Now).
 	Now func() time.Time
 	// Seed seeds the random tie-breaks (default: random).
 	Seed uint64
-	// ArrivalWait bounds how long a ring owner waits for its takeover of a
-	// partition before answering Unavailable (default 3s).
+	// ArrivalWait bounds how long a request for a partition that has no
+	// leader yet waits for one before answering Unavailable (default 3s).
 	ArrivalWait time.Duration
-	// RebalanceInterval is how often the node checks, besides on every ring
-	// change, that it leads the partitions it owns (default 500ms).
-	RebalanceInterval time.Duration
-	// RPCTimeout bounds one replication call to a peer (default 1s).
+	// RPCTimeout bounds one forwarded call to a peer that came without a
+	// tighter deadline (default 1s, for status and keep-alive fan-outs).
 	RPCTimeout time.Duration
-	// StallTimeout is how long a primary that cannot reach a quorum keeps
-	// queueing writes before it refuses them at once (default 1s).
-	StallTimeout time.Duration
-	// Incarnation identifies this run of the node (default: random). A node
-	// that restarts without its state must get a new one. With a DataDir
-	// that holds a node file, the incarnation recorded there is used.
+	// TickInterval is one raft tick (default 50ms); ElectionTicks and
+	// HeartbeatTicks are raft's election timeout and heartbeat interval in
+	// ticks (defaults 10 and 2). OptionsFromConfig derives them from the
+	// gossip profile.
+	TickInterval   time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+	// SnapshotEntries is how many applied commands a partition's raft log
+	// keeps before it is compacted behind a snapshot (default 8192).
+	SnapshotEntries uint64
+	// Incarnation identifies this run of the node's state and is its raft
+	// replica id (default: random). A node that restarts without its state
+	// must get a new one. With a DataDir that holds a node file, the
+	// incarnation recorded there is used.
 	Incarnation uint64
-	// DataDir is where the node keeps its partitions, promises and
+	// DataDir is where the node keeps its raft logs, snapshots and
 	// identity (docs/storage.md). Empty: nothing is kept, and a restart is
 	// a new incarnation that has lost everything.
 	DataDir string
@@ -107,8 +120,14 @@ func (o *Options) setDefaults() error {
 	if o.Name == "" {
 		return fmt.Errorf("node: empty name: %w", freqd.ErrInvalidArgument)
 	}
+	if err := (peer.Identity{Cluster: 1, ID: 1, Name: o.Name}).Validate(); err != nil {
+		return fmt.Errorf("node %q: name: %w: %w", o.Name, err, freqd.ErrInvalidArgument)
+	}
 	if o.APIAddr == "" {
 		return fmt.Errorf("node %s: empty API address: %w", o.Name, freqd.ErrInvalidArgument)
+	}
+	if o.PeerAddr == "" {
+		return fmt.Errorf("node %s: empty peer address: %w", o.Name, freqd.ErrInvalidArgument)
 	}
 	if o.Layout == nil {
 		return fmt.Errorf("node %s: no pool layout: %w", o.Name, freqd.ErrInvalidArgument)
@@ -140,14 +159,17 @@ func (o *Options) setDefaults() error {
 	if o.ArrivalWait == 0 {
 		o.ArrivalWait = 3 * time.Second
 	}
-	if o.RebalanceInterval == 0 {
-		o.RebalanceInterval = 500 * time.Millisecond
-	}
 	if o.RPCTimeout == 0 {
 		o.RPCTimeout = time.Second
 	}
-	if o.StallTimeout == 0 {
-		o.StallTimeout = time.Second
+	if o.TickInterval == 0 {
+		o.TickInterval = 50 * time.Millisecond
+	}
+	if o.ElectionTicks == 0 {
+		o.ElectionTicks = 10
+	}
+	if o.HeartbeatTicks == 0 {
+		o.HeartbeatTicks = 2
 	}
 	for o.Incarnation == 0 {
 		o.Incarnation = rand.Uint64()
@@ -155,51 +177,52 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// Node is one freqd process: a replica of some partitions, the primary of
-// some, and a router for every request. The package doc says who owns
-// which state.
+// Node is one freqd process: a raft replica of some partitions, the
+// leader of some, and a router for every request. The package doc says
+// who owns which state.
 type Node struct {
 	opts   Options
 	log    *slog.Logger
 	layout *pool.Layout
-	self   ReplicaID
+	// id is this node's raft replica id in every group: its incarnation.
+	id     uint64
 	ml     *membership.Membership
 	server *transport.Server
-	http   *http.Client
+	drv    *multiraft.Driver
+	// peers is the node-to-node transport, started once the cluster id is
+	// known (startPeers, under peerOnce) on peerListener, bound in Start
+	// at peerLn.
+	peers        peerSet
+	peerOnce     sync.Once
+	peerListener net.Listener
+	peerLn       string
 
-	// recs has one record per partition, created in New, never replaced;
-	// each is guarded by its own mutex.
-	recs []*record
+	// shards has one state machine per partition, created in New, never
+	// replaced; each guards itself.
+	shards []*shard
 	// st is the data directory (nil without one); recovered is the
-	// identity found there at start (nil if none). Both set in New.
-	st        *store.Store
-	recovered *freqdv1.NodeIdentity
-	// lostAtStart lists the partitions found damaged on disk at start.
+	// identity found there at start (nil if none) and groups the raft
+	// state of each partition; lostAtStart the partitions found damaged.
+	st          *store.Store
+	recovered   *freqdv1.NodeIdentity
+	groups      map[int]*store.Recovered
 	lostAtStart []int
 
-	ring atomic.Pointer[ring.Ring] // rebuilt whole by ringLoop
-	view atomic.Pointer[routeView] // rebuilt from gossip at most every viewTTL
-
-	mu       sync.Mutex // guards running, nextTry, failures, peers
-	running  map[int]bool
-	nextTry  map[int]time.Time
-	failures map[int]int
-	peers    map[string]peerClient // by API address
+	ringMu sync.Mutex                // serializes rebuildRing
+	ring   atomic.Pointer[ring.Ring] // rebuilt whole by rebuildRing
+	view   atomic.Pointer[routeView] // rebuilt from gossip at most every viewTTL
+	dir    atomic.Pointer[directory] // members by raft id, rebuilt with the ring
+	place  atomic.Pointer[placement] // each group's target voters, rebuilt with the ring
 
 	chMu    sync.Mutex    // guards changed
-	changed chan struct{} // closed and replaced when a record changes role
+	changed chan struct{} // closed and replaced when a group's leader or voters change
 
-	maxTerm atomic.Uint64 // highest epoch term seen
-	// appends and appended count Append calls that carried commands and
-	// the commands they carried (group commit: appended/appends grows with
-	// load).
-	appends, appended atomic.Uint64
-	rr                atomic.Uint64 // round-robin cursor
-	rndMu             sync.Mutex
-	rnd               *rand.Rand // guarded by rndMu
+	rr    atomic.Uint64 // round-robin cursor
+	rndMu sync.Mutex
+	rnd   *rand.Rand // guarded by rndMu
 
-	leaving atomic.Bool
-	kick    chan struct{} // capacity 1: wake the reconciler
+	leaving  atomic.Bool
+	degraded atomic.Bool
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -209,18 +232,13 @@ type Node struct {
 	leftOnce sync.Once
 }
 
-type peerClient struct {
-	api  freqdv1connect.FreqdServiceClient
-	peer freqdv1connect.PeerServiceClient
-}
-
 // requestTimeout bounds a client request that came without a deadline.
 const requestTimeout = 30 * time.Second
 
 // compressMinBytes is the smallest message the API compresses.
 const compressMinBytes = 64 << 10
 
-// New builds a node. Start makes it serve.
+// New builds a node and recovers its data directory. Start makes it serve.
 func New(opts Options) (*Node, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
@@ -230,34 +248,50 @@ func New(opts Options) (*Node, error) {
 		return nil, fmt.Errorf("node %s: ring: %w", opts.Name, err)
 	}
 	n := &Node{
-		opts:     opts,
-		log:      opts.Logger.With("node", opts.Name),
-		layout:   opts.Layout,
-		self:     ReplicaID{Name: opts.Name, Incarnation: opts.Incarnation},
-		http:     transport.NewHTTPClient(opts.Network),
-		running:  make(map[int]bool),
-		nextTry:  make(map[int]time.Time),
-		failures: make(map[int]int),
-		changed:  make(chan struct{}),
-		peers:    make(map[string]peerClient),
-		rnd:      rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
-		kick:     make(chan struct{}, 1),
-		left:     make(chan struct{}),
+		opts:    opts,
+		log:     opts.Logger.With("node", opts.Name),
+		layout:  opts.Layout,
+		changed: make(chan struct{}),
+		rnd:     rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		left:    make(chan struct{}),
 	}
-	n.recs = make([]*record, opts.Layout.Partitions())
-	for id := range n.recs {
-		n.recs[id] = &record{id: id}
+	n.shards = make([]*shard, opts.Layout.Partitions())
+	for id := range n.shards {
+		n.shards[id] = n.newShard(id)
 	}
 	if opts.DataDir != "" {
 		if err := n.openStore(); err != nil {
 			return nil, err
 		}
 	}
+	n.id = n.opts.Incarnation
 	empty, err := ring.New(rc, nil)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: ring: %w", opts.Name, err)
 	}
 	n.ring.Store(empty)
+	n.dir.Store(&directory{})
+	if err := n.newDriver(); err != nil {
+		if n.st == nil || n.groups == nil {
+			if n.st != nil {
+				_ = n.st.Close()
+			}
+			return nil, err
+		}
+		// Records that passed their checksums but do not restore (a bug
+		// or a corruption the checksums missed): the same rule as damage.
+		if derr := n.discardDamaged(n.recovered, err.Error(), &store.Recovery{}); derr != nil {
+			return nil, derr
+		}
+		n.id, n.groups = n.opts.Incarnation, nil
+		for _, s := range n.shards {
+			_ = s.Restore(nil) // drop what the failed restore left
+		}
+		if err := n.newDriver(); err != nil {
+			_ = n.st.Close()
+			return nil, err
+		}
+	}
 	return n, nil
 }
 
@@ -272,63 +306,86 @@ func (n *Node) APIAddr() string {
 	return n.opts.APIAddr
 }
 
-// ReplicationStats reports how many Append calls carrying commands this
-// node sent as a primary, and how many commands they carried in all.
-func (n *Node) ReplicationStats() (appends, commands uint64) {
-	return n.appends.Load(), n.appended.Load()
+// PeerAddr is the address the peer transport listens on (resolved after
+// Start).
+func (n *Node) PeerAddr() string {
+	if n.peerLn != "" {
+		return n.peerLn
+	}
+	return n.opts.PeerAddr
 }
+
+// Incarnation is this run's incarnation: the node's raft replica id.
+func (n *Node) Incarnation() uint64 { return n.id }
 
 // Left is closed once the node has left the cluster through Leave.
 func (n *Node) Left() <-chan struct{} { return n.left }
 
-// Start serves the API, starts gossip and the node's goroutines, and joins
-// the configured seeds. It returns once the node is reachable; the node
-// becomes active in the background once it has joined (or created) the
-// cluster. ctx bounds only the start itself.
+// Start serves the API and the peer transport, starts gossip, the raft
+// driver and the node's goroutines, and joins the configured seeds. It
+// returns once the node is reachable; the node becomes active in the
+// background once it has joined (or created) the cluster. ctx bounds
+// only the start itself.
 func (n *Node) Start(ctx context.Context) error {
 	mux := http.NewServeMux()
 	svc := &service{n: n}
-	// Small answers are not worth gzip's CPU (it showed as 15% of a loaded
-	// node's profile); snapshots still compress.
+	// Small answers are not worth gzip's CPU; big ones still compress.
 	compress := connect.WithCompressMinBytes(compressMinBytes)
-	path, h := freqdv1connect.NewFreqdServiceHandler(svc, readLimit(transport.MaxRequestBytes), compress,
+	path, h := freqdv1connect.NewFreqdServiceHandler(svc, connect.WithReadMaxBytes(transport.MaxRequestBytes), compress,
 		connect.WithInterceptors(transport.DefaultTimeout(requestTimeout)))
-	mux.Handle(path, h)
-	path, h = freqdv1connect.NewPeerServiceHandler(&peerService{n: n}, readLimit(transport.MaxPeerMessageBytes), compress,
-		connect.WithInterceptors(transport.HandlerDeadline(nil)))
 	mux.Handle(path, h)
 	srv, err := transport.Serve(n.opts.Network, n.opts.APIAddr, mux)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.opts.Name, err)
 	}
 	n.server = srv
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.startRaft(); err != nil {
+		n.cancel()
+		_ = srv.Shutdown(ctx)
+		return err
+	}
 
 	gc := n.opts.Gossip
 	gc.Name = n.opts.Name
 	gc.Logger = n.log
 	meta := membership.Meta{
 		APIAddr:     srv.Addr(),
+		PeerAddr:    n.PeerAddr(),
 		State:       membership.StateJoining,
 		Fingerprint: n.layout.Fingerprint(),
-		Incarnation: n.self.Incarnation,
+		Incarnation: n.id,
 	}
 	if id := n.recovered; id != nil && id.GetInitialized() {
 		// A restart of a member of a running (or stopped) cluster: it
 		// must never found a new one, whoever it finds first.
 		meta.Initialized, meta.State, meta.ClusterID = true, membership.StateActive, id.GetClusterId()
 	}
-	meta.Degraded = n.storeErr() != nil
+	if err := n.storeErr(); err != nil {
+		meta.Degraded = true
+		n.log.Error("data directory failed; this node stops replicating and leaves the ring until restarted", "dir", n.opts.DataDir, "err", err)
+	}
+	n.degraded.Store(meta.Degraded)
 	ml, err := membership.New(gc, meta)
 	if err != nil {
+		n.stopRaft()
 		_ = srv.Shutdown(ctx)
 		return fmt.Errorf("node %s: gossip: %w", n.opts.Name, err)
 	}
 	n.ml = ml
-	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if meta.Initialized {
+		if err := n.startPeers(meta.ClusterID); err != nil {
+			n.cancel()
+			_ = ml.Close()
+			n.stopRaft()
+			_ = srv.Shutdown(ctx)
+			return err
+		}
+	}
 	n.spawn(n.ringLoop)
 	n.spawn(n.loadLoop)
-	n.spawn(n.reconcileLoop)
 	n.spawn(n.leaseLoop)
+	n.spawn(n.retireLoop)
 	if n.st != nil {
 		n.spawn(n.storeLoop)
 	}
@@ -348,15 +405,11 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) spawn(fn func(ctx context.Context)) { n.spawnCtx(n.ctx, fn) }
-
-// spawnCtx runs fn(ctx) on a goroutine that Close waits for; ctx must end
-// when n.ctx does.
-func (n *Node) spawnCtx(ctx context.Context, fn func(ctx context.Context)) {
+func (n *Node) spawn(fn func(ctx context.Context)) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		fn(ctx)
+		fn(n.ctx)
 	}()
 }
 
@@ -381,65 +434,12 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("node %s: gossip shutdown: %w", n.opts.Name, err))
 			}
 		}
+		n.stopRaft()
 		if n.st != nil {
-			// Checkpoint everything so the next start replays nothing
-			// (the log is retired); a failure here loses nothing, the log
-			// still holds it all.
-			if n.st.Err() == nil {
-				for _, r := range n.recs {
-					if err := n.checkpoint(r); err != nil {
-						n.log.Warn("checkpoint at close", "partition", r.id, "err", err)
-						break
-					}
-				}
-			}
 			if err := n.st.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("node %s: data directory: %w", n.opts.Name, err))
 			}
 		}
-		n.http.CloseIdleConnections()
 	})
 	return errors.Join(errs...)
-}
-
-// kickReconcile wakes the reconciler without blocking.
-func (n *Node) kickReconcile() {
-	select {
-	case n.kick <- struct{}{}:
-	default:
-	}
-}
-
-// addrOf returns the API address of a live member, or "". It must not be
-// called with a record's mutex held (the view reads every record).
-func (n *Node) addrOf(name string) string { return n.currentView().addr[name] }
-
-// isPrimary reports whether this node is r's primary now.
-func (r *record) isPrimary() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.role == rolePrimary
-}
-
-// peer returns the pooled clients for a node's API address.
-func (n *Node) peer(addr string) peerClient {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if pc, ok := n.peers[addr]; ok {
-		return pc
-	}
-	base := "http://" + addr
-	pc := peerClient{
-		api: freqdv1connect.NewFreqdServiceClient(n.http, base),
-		peer: freqdv1connect.NewPeerServiceClient(n.http, base, readLimitClient(transport.MaxPeerMessageBytes),
-			connect.WithInterceptors(transport.ClientDeadline())),
-	}
-	n.peers[addr] = pc
-	return pc
-}
-
-// newPartition makes the fresh partition for id.
-func (n *Node) newPartition(id int) *partition.Partition {
-	sp, _ := n.layout.Span(id)
-	return partition.New(id, sp.First, sp.Last)
 }

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -26,7 +25,7 @@ import (
 const maxCollects = 64
 
 // maxIncomplete is how many rounds in a row may miss some partitions (no
-// reachable holder: a node crashed, or a handoff is stuck) before the
+// reachable leader: a node crashed, or a group lost its majority) before the
 // allocation answers Unavailable instead of waiting on.
 const maxIncomplete = 3
 
@@ -55,19 +54,6 @@ func (n *Node) grantResponse(id int, res partition.Result, lease leaseInfo) *fre
 	return out
 }
 
-// notLeading is the answer of a ring owner that has not (yet) become a
-// partition's primary: Unavailable with its takeover's last failure.
-func (n *Node) notLeading(id int) error {
-	r := n.recs[id]
-	r.mu.Lock()
-	reason := r.reason
-	r.mu.Unlock()
-	if reason == "" {
-		reason = "takeover in progress"
-	}
-	return fmt.Errorf("partition %d (%s) has no primary yet on its owner %s: %s: %w", id, n.spanString(id), n.opts.Name, reason, freqd.ErrUnavailable)
-}
-
 // Allocate grants any free frequency to client, or exactly freq when it is
 // not nil. A non-empty request id makes retries return the first grant; a
 // non-zero ttl leases the frequency (docs/leases.md). It is the entry
@@ -86,174 +72,154 @@ func (n *Node) Allocate(ctx context.Context, client string, freq *uint32, reques
 		if request != "" {
 			return n.allocateHome(ctx, client, request, ttl)
 		}
-		return n.allocateAny(ctx, client, "", ttl, -1)
+		return n.allocateAny(ctx, client, "", ttl, -1, nil)
 	}
 	id, err := n.lookup(*freq)
 	if err != nil {
 		return nil, err
 	}
-	return n.allocateIn(ctx, id, client, freq, request, ttl, false)
+	g, _, err := n.allocateIn(ctx, id, client, freq, request, ttl, false, 0)
+	return g, err
 }
 
-// allocateIn asks partition id's primary for a grant: of freq if set, else
-// of any free frequency in id only. A full partition answers nil, nil.
-func (n *Node) allocateIn(ctx context.Context, id int, client string, freq *uint32, request string, ttl time.Duration, home bool) (*freqdv1.AllocateResponse, error) {
+// binding is where a request id's allocation is placed: partition part,
+// at generation gen of its binding in the home partition (gen 0: the home
+// itself, unbound).
+type binding struct {
+	part int
+	gen  uint32
+}
+
+// allocateIn asks partition id's leader for a grant: of freq if set, else
+// of any free frequency in id only. A full partition answers nil, nil, nil
+// (for a bound attempt, gen > 0, the partition has then recorded that it
+// refused that generation). With home, a binding recorded in the home
+// partition is returned instead of a grant.
+func (n *Node) allocateIn(ctx context.Context, id int, client string, freq *uint32, request string, ttl time.Duration, home bool, gen uint32) (*freqdv1.AllocateResponse, *binding, error) {
 	var out *freqdv1.AllocateResponse
+	var noted *binding
 	err := n.onPartition(ctx, id,
-		func(r *record) error {
+		func(s *shard) error {
 			var err error
 			if freq != nil {
-				out, err = n.applyGrant(ctx, r, client, *freq, request, ttl)
+				out, err = n.grantFreq(ctx, s, client, *freq, request, ttl)
 				return err
 			}
-			out, _, err = n.grantIn(ctx, r, client, request, ttl, home)
+			out, noted, _, err = n.grantIn(ctx, s, client, request, ttl, home, gen)
 			return err
 		},
-		func(pc peerClient) error {
-			res, err := pc.peer.PeerAllocate(ctx, connect.NewRequest(&freqdv1.PeerAllocateRequest{
-				ClientId: client, Frequency: freq, Partition: uint32(id), OnlyPartition: true, From: n.opts.Name,
-				RequestId: request, Home: home, Ttl: ttlPB(ttl),
-			}))
+		func(to uint64) error {
+			var res freqdv1.PeerAllocateResponse
+			err := n.call(ctx, to, methodAllocate, &freqdv1.PeerAllocateRequest{
+				ClientId: client, Frequency: freq, Partition: uint32(id), OnlyPartition: true,
+				RequestId: request, Home: home, Gen: gen, Ttl: ttlPB(ttl),
+			}, &res)
 			if err != nil {
-				return transport.FromWire(err)
+				return err
 			}
 			switch {
-			case res.Msg.GetGranted():
-				out = res.Msg.GetGrant()
-			case res.Msg.Noted != nil:
-				out = &freqdv1.AllocateResponse{Partition: res.Msg.GetNoted()}
-				return errNoted
+			case res.GetGranted():
+				out = res.GetGrant()
+			case res.Noted != nil:
+				noted = &binding{part: int(res.GetNoted()), gen: res.GetNotedGen()}
 			case freq != nil:
 				return fmt.Errorf("peer answered without a grant for frequency %d: %w", *freq, freqd.ErrUnavailable)
 			}
 			return nil
 		})
-	return out, err
+	return out, noted, err
 }
 
-// errNoted is allocateIn's internal answer when the home partition holds a
-// note for the request; the response's Partition names the target.
-var errNoted = errors.New("request noted in another partition")
-
-// applyGrant grants a specific frequency on a primary.
-func (n *Node) applyGrant(ctx context.Context, r *record, client string, f uint32, request string, ttl time.Duration) (*freqdv1.AllocateResponse, error) {
-	var res partition.Result
-	var lease leaseInfo
-	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-		now := n.opts.Now()
-		cmd := applyLogged(p, &res, partition.Command{Op: partition.OpGrant, Client: client, Freq: f, Request: request, At: now.UnixNano(), TTL: ttl})
-		lease = n.grantedLocked(r, p, client, res, now)
-		return cmd
-	})
+// grantFreq grants a specific frequency on the leader.
+func (n *Node) grantFreq(ctx context.Context, s *shard, client string, f uint32, request string, ttl time.Duration) (*freqdv1.AllocateResponse, error) {
+	now := n.opts.Now()
+	r, err := n.propose(ctx, s, partition.Command{Op: partition.OpGrant, Client: client, Freq: f, Request: request, At: now.UnixNano(), TTL: ttl})
 	if err != nil {
 		return nil, err
 	}
-	if res.Err != nil {
-		return nil, res.Err
+	if r.res.Err != nil {
+		return nil, r.res.Err
 	}
-	return n.grantResponse(r.id, res, lease), nil
+	return n.grantResponse(s.id, r.res, n.granted(s, client, r, now)), nil
 }
 
-// applyLogged applies c to p, storing the result, and returns the command
-// to replicate if it changed the state: a grant of any frequency is
-// resolved to the frequency it granted, so replicas need not repeat the
-// choice.
-func applyLogged(p *partition.Partition, res *partition.Result, c partition.Command) *partition.Command {
-	v := p.Version()
-	*res = p.Apply(c)
-	if p.Version() == v {
-		return nil
+// grantIn grants any free frequency from partition s on its leader, with
+// the request-id rules when request is set (docs/replication.md): a home
+// attempt reports the request's binding if it has one; a bound attempt
+// (gen > 0) that finds the partition full records its refusal. A full
+// partition returns no grant and its version (a linearizable observation:
+// the failed grant was ordered in the partition's log).
+func (n *Node) grantIn(ctx context.Context, s *shard, client, request string, ttl time.Duration, home bool, gen uint32) (*freqdv1.AllocateResponse, *binding, uint64, error) {
+	now := n.opts.Now()
+	c := partition.Command{Op: partition.OpGrant, Client: client, Any: true, Request: request, At: now.UnixNano(), TTL: ttl}
+	if request != "" {
+		c.Home, c.Gen = home, gen
 	}
-	if c.Op == partition.OpGrant && c.Any {
-		c.Any, c.Freq = false, res.Freq
-	}
-	return &c
-}
-
-// grantIn grants any free frequency from partition r on this primary, with
-// the request-id rules when request is set: in the home partition a note
-// is reported as noted. A full partition returns nil and its version,
-// confirmed (rule R5).
-func (n *Node) grantIn(ctx context.Context, r *record, client, request string, ttl time.Duration, home bool) (g *freqdv1.AllocateResponse, version uint64, err error) {
-	var res partition.Result
-	var lease leaseInfo
-	var noted *uint32
-	err = n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-		if home && request != "" {
-			if rec, ok := p.Request(client, request); ok && rec.Kind == partition.RecordNote {
-				t := rec.Value
-				noted = &t
-				return nil
-			}
-		}
-		now := n.opts.Now()
-		cmd := applyLogged(p, &res, partition.Command{Op: partition.OpGrant, Client: client, Any: true, Request: request, At: now.UnixNano(), TTL: ttl})
-		lease = n.grantedLocked(r, p, client, res, now)
-		version = p.Version()
-		return cmd
-	})
+	r, err := n.propose(ctx, s, c)
 	switch {
 	case err != nil:
-		return nil, 0, err
-	case noted != nil:
-		return &freqdv1.AllocateResponse{Partition: *noted}, 0, errNoted
-	case res.Err == nil:
-		return n.grantResponse(r.id, res, lease), 0, nil
-	case errors.Is(res.Err, freqd.ErrNoFrequency):
-		return nil, version, nil
+		return nil, nil, 0, err
+	case r.res.Noted:
+		return nil, &binding{part: int(r.res.Freq), gen: uint32(r.res.Since)}, 0, nil
+	case r.res.Err == nil:
+		return n.grantResponse(s.id, r.res, n.granted(s, client, r, now)), nil, 0, nil
+	case errors.Is(r.res.Err, freqd.ErrNoFrequency):
+		return nil, nil, r.version, nil
 	}
-	return nil, 0, res.Err
+	return nil, nil, 0, r.res.Err
 }
 
-// allocLocal grants any free frequency from the partitions this node leads:
-// prefer first (if led here), then the others in partition order, unless
-// only is set. If all are full it returns nil and each one's confirmed
-// version.
+// allocLocal grants any free frequency from the partitions this node
+// leads: prefer first (if led here), then the others in partition order.
+// If all are full it returns nil and each one's version.
 //
 // With probe it grants nothing: it reads every partition it leads, in
-// parallel, and reports free counts in free.
-func (n *Node) allocLocal(ctx context.Context, client string, ttl time.Duration, prefer int, only, probe bool, free map[uint32]uint64) (*freqdv1.AllocateResponse, map[uint32]uint64, error) {
-	var order []*record
-	if prefer >= 0 && prefer < len(n.recs) && n.recs[prefer].isPrimary() {
-		order = append(order, n.recs[prefer])
+// parallel (linearizable reads), and reports free counts in free.
+func (n *Node) allocLocal(ctx context.Context, client string, ttl time.Duration, prefer int, probe bool, free map[uint32]uint64) (*freqdv1.AllocateResponse, map[uint32]uint64, error) {
+	var order []*shard
+	if prefer >= 0 && prefer < len(n.shards) && n.leads(prefer) {
+		order = append(order, n.shards[prefer])
 	}
-	if !only {
-		for _, r := range n.recs {
-			if r.id != prefer && r.isPrimary() {
-				order = append(order, r)
-			}
+	for _, s := range n.shards {
+		if s.id != prefer && n.leads(s.id) {
+			order = append(order, s)
 		}
 	}
 	versions := make(map[uint32]uint64, len(order))
 	if probe {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
-		for _, r := range order {
+		for _, s := range order {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				var f, v uint64
-				err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-					f, v = uint64(p.Free()), p.Version()
-					return nil
-				})
+				if _, err := n.leaderShard(s.id); err != nil {
+					return
+				}
+				v, err := n.readLinear(ctx, s, func(p *partition.Partition) any { return [2]uint64{uint64(p.Free()), p.Version()} })
 				if err != nil {
 					return // not covered: the caller asks again
 				}
+				fv := v.([2]uint64)
 				mu.Lock()
-				versions[uint32(r.id)], free[uint32(r.id)] = v, f
+				free[uint32(s.id)], versions[uint32(s.id)] = fv[0], fv[1]
 				mu.Unlock()
 			}()
 		}
 		wg.Wait()
 		return nil, versions, nil
 	}
-	for _, r := range order {
-		g, v, err := n.grantIn(ctx, r, client, "", ttl, false)
+	for _, s := range order {
+		if _, err := n.leaderShard(s.id); err != nil {
+			continue // stepped down meanwhile, or too few voters: not covered
+		}
+		g, _, v, err := n.grantIn(ctx, s, client, "", ttl, false, 0)
 		var no *NotOwnerError
 		switch {
 		case errors.As(err, &no):
-			continue // stepped down meanwhile: not covered, the caller asks again
+			continue
+		case err != nil && errors.Is(err, freqd.ErrOutcomeUnknown):
+			return nil, nil, err
 		case err != nil && errors.Is(err, freqd.ErrUnavailable):
 			continue
 		case err != nil:
@@ -261,7 +227,7 @@ func (n *Node) allocLocal(ctx context.Context, client string, ttl time.Duration,
 		case g != nil:
 			return g, nil, nil
 		}
-		versions[uint32(r.id)] = v
+		versions[uint32(s.id)] = v
 	}
 	return nil, versions, nil
 }
@@ -273,50 +239,78 @@ func (n *Node) homePartition(client, request string) int {
 }
 
 // allocateHome allocates any frequency for a request with an id
-// (docs/replication.md, "Allocations with a request id"): the home
-// partition first, following its note if it has one, else any partition
-// after a note in the home.
+// (docs/replication.md, "Allocations with a request id"). The id's home
+// partition is tried first; if it is full, the request is bound, by a
+// compare-and-set note in the home, to one other partition at a time, and
+// only there may it be granted. A binding moves on (next generation) only
+// after the bound partition has recorded, in its own log, that it refused
+// that generation; so a stalled attempt that commits late finds either
+// the first grant or its refusal, and one request id grants at most one
+// frequency, ever.
 func (n *Node) allocateHome(ctx context.Context, client, request string, ttl time.Duration) (*freqdv1.AllocateResponse, error) {
 	h := n.homePartition(client, request)
-	g, err := n.allocateIn(ctx, h, client, nil, request, ttl, true)
+	g, b, err := n.allocateIn(ctx, h, client, nil, request, ttl, true, 0)
 	switch {
-	case err == nil && g != nil:
-		return g, nil
-	case errors.Is(err, errNoted):
-		q := int(g.GetPartition())
-		if q >= 0 && q < n.layout.Partitions() {
-			g, err := n.allocateIn(ctx, q, client, nil, request, ttl, false)
-			if err != nil || g != nil {
-				return g, err
-			}
-		}
 	case err != nil:
 		return nil, err
+	case g != nil:
+		return g, nil
+	case b != nil:
+		if b.part < 0 || b.part >= n.layout.Partitions() || b.gen == 0 {
+			return nil, fmt.Errorf("request %q of %q: home partition %d holds a corrupt binding (partition %d, generation %d): %w", request, client, h, b.part, b.gen, freqd.ErrUnavailable)
+		}
+		g, _, err := n.allocateIn(ctx, b.part, client, nil, request, ttl, false, b.gen)
+		if err != nil || g != nil {
+			return g, err
+		}
+		// Refused there (full, now recorded): bind it elsewhere.
+	default:
+		b = &binding{part: h}
 	}
-	return n.allocateAny(ctx, client, request, ttl, h)
+	return n.allocateAny(ctx, client, request, ttl, h, b)
 }
 
-// note records in home partition h that request was placed in partition q.
-func (n *Node) note(ctx context.Context, h int, client, request string, q int) error {
-	return n.onPartition(ctx, h,
-		func(r *record) error { return n.applyNote(ctx, r, client, request, q) },
-		func(pc peerClient) error {
-			_, err := pc.peer.PeerNote(ctx, connect.NewRequest(&freqdv1.PeerNoteRequest{
-				Partition: uint32(h), ClientId: client, RequestId: request, Target: uint32(q), From: n.opts.Name,
-			}))
-			return transport.FromWire(err)
+// note binds request to partition q at generation gen in home partition
+// h. It returns the binding that holds afterwards (the one asked for, or
+// one that won the race), or the home's own grant of the request.
+func (n *Node) note(ctx context.Context, h int, client, request string, q int, gen uint32) (*binding, *freqdv1.AllocateResponse, error) {
+	var b *binding
+	var g *freqdv1.AllocateResponse
+	err := n.onPartition(ctx, h,
+		func(s *shard) error {
+			var err error
+			b, g, err = n.applyNote(ctx, s, client, request, q, gen)
+			return err
+		},
+		func(to uint64) error {
+			var res freqdv1.PeerNoteResponse
+			if err := n.call(ctx, to, methodNote, &freqdv1.PeerNoteRequest{
+				Partition: uint32(h), ClientId: client, RequestId: request, Target: uint32(q), Gen: gen,
+			}, &res); err != nil {
+				return err
+			}
+			if res.GetGrant() != nil {
+				g = res.GetGrant()
+				return nil
+			}
+			b = &binding{part: int(res.GetPartition()), gen: res.GetGen()}
+			return nil
 		})
+	return b, g, err
 }
 
-func (n *Node) applyNote(ctx context.Context, r *record, client, request string, q int) error {
-	var res partition.Result
-	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-		return applyLogged(p, &res, partition.Command{Op: partition.OpNote, Client: client, Request: request, Freq: uint32(q), At: n.opts.Now().UnixNano()})
-	})
-	if err != nil {
-		return err
+// applyNote runs the note's compare-and-set on the home's leader.
+func (n *Node) applyNote(ctx context.Context, s *shard, client, request string, q int, gen uint32) (*binding, *freqdv1.AllocateResponse, error) {
+	r, err := n.propose(ctx, s, partition.Command{Op: partition.OpNote, Client: client, Request: request, Freq: uint32(q), Gen: gen, At: n.opts.Now().UnixNano()})
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case r.res.Err != nil:
+		return nil, nil, r.res.Err
+	case r.res.Dup:
+		return nil, n.grantResponse(s.id, r.res, leaseInfo{}), nil
 	}
-	return res.Err
+	return &binding{part: int(r.res.Freq), gen: uint32(r.res.Since)}, nil, nil
 }
 
 // allocateAny finds a free frequency anywhere in the pool. It asks nodes in
@@ -325,9 +319,10 @@ func (n *Node) applyNote(ctx context.Context, r *record, client, request string,
 // partition full with no change in between (a double collect), which
 // proves the whole pool was held at one instant.
 //
-// With a request id (home >= 0), each partition is asked alone, after a
-// note in the home partition, so that a retry finds where it went.
-func (n *Node) allocateAny(ctx context.Context, client, request string, ttl time.Duration, home int) (*freqdv1.AllocateResponse, error) {
+// With a request id (home >= 0), partitions are only probed, and each
+// one with free space is then tried alone under a new binding of the
+// request (b, updated as bindings are made; see allocateHome).
+func (n *Node) allocateAny(ctx context.Context, client, request string, ttl time.Duration, home int, b *binding) (*freqdv1.AllocateResponse, error) {
 	P := n.layout.Partitions()
 	var prev map[uint32]uint64
 	var missing []int
@@ -352,7 +347,7 @@ func (n *Node) allocateAny(ctx context.Context, client, request string, ttl time
 		free := make(map[uint32]uint64)
 		if n.opts.Strategy == LocalFirst {
 			asked[n.opts.Name] = true
-			g, vers, err := n.allocLocal(ctx, client, ttl, -1, false, probe, free)
+			g, vers, err := n.allocLocal(ctx, client, ttl, -1, probe, free)
 			if g != nil || err != nil {
 				return g, err
 			}
@@ -364,39 +359,46 @@ func (n *Node) allocateAny(ctx context.Context, client, request string, ttl time
 				continue
 			}
 			target := n.targetFor(v, id, nil)
+			if n.leads(id) {
+				target = n.opts.Name
+			}
 			if target == "" || asked[target] {
 				continue
 			}
 			asked[target] = true
 			if target == n.opts.Name {
-				g, vers, err := n.allocLocal(ctx, client, ttl, id, false, probe, free)
+				g, vers, err := n.allocLocal(ctx, client, ttl, id, probe, free)
 				if g != nil || err != nil {
 					return g, err
 				}
 				maps.Copy(covered, vers)
 				continue
 			}
-			res, err := n.peer(v.addr[target]).peer.PeerAllocate(ctx, connect.NewRequest(&freqdv1.PeerAllocateRequest{
-				ClientId: client, Partition: uint32(id), From: n.opts.Name, Probe: probe, Ttl: ttlPB(ttl),
-			}))
+			to, ok := n.dir.Load().byName[target]
+			if !ok {
+				continue
+			}
+			var res freqdv1.PeerAllocateResponse
+			err := n.call(ctx, to, methodAllocate, &freqdv1.PeerAllocateRequest{
+				ClientId: client, Partition: uint32(id), Probe: probe, Ttl: ttlPB(ttl),
+			}, &res)
 			if err != nil {
-				err = transport.FromWire(err)
 				if transport.NotSent(err) || errors.Is(err, freqd.ErrUnavailable) && transport.Answered(err) {
 					continue // nothing applied there; its partitions stay uncovered
 				}
 				if transport.Answered(err) {
 					return nil, err
 				}
-				return nil, fmt.Errorf("allocate via %s: %w: %w", target, freqd.ErrOutcomeUnknown, err)
+				return nil, fmt.Errorf("allocate via %s: %w", target, err)
 			}
-			if res.Msg.GetGranted() {
-				return res.Msg.GetGrant(), nil
+			if res.GetGranted() {
+				return res.GetGrant(), nil
 			}
-			maps.Copy(covered, res.Msg.GetVersions())
-			maps.Copy(free, res.Msg.GetFree())
+			maps.Copy(covered, res.GetVersions())
+			maps.Copy(free, res.GetFree())
 		}
 		if probe {
-			g, tried, err := n.grantProbed(ctx, order, free, client, request, ttl, home)
+			g, tried, err := n.grantProbed(ctx, order, free, client, request, ttl, home, b)
 			if g != nil || err != nil {
 				return g, err
 			}
@@ -428,29 +430,44 @@ func (n *Node) allocateAny(ctx context.Context, client, request string, ttl time
 	return nil, fmt.Errorf("no free frequency found, but the pool kept changing under contention; retry: %w", freqd.ErrUnavailable)
 }
 
-// grantProbed tries, in order, the probed partitions with free space for a
-// request with an id: a note in the home partition first (unless it is the
-// home), then a grant in that partition alone. tried reports whether any
-// partition looked free.
-func (n *Node) grantProbed(ctx context.Context, order []int, free map[uint32]uint64, client, request string, ttl time.Duration, home int) (g *freqdv1.AllocateResponse, tried bool, err error) {
+// grantProbed tries, in order, the probed partitions with free space for
+// a request with an id: the home itself with a home attempt, any other
+// partition by binding the request to it (the next generation after b)
+// and then asking it alone under that binding. Only a recorded refusal
+// moves on to the next partition; any other failure ends the call, since
+// the attempt may still commit where it was bound. tried reports whether
+// any partition looked free.
+func (n *Node) grantProbed(ctx context.Context, order []int, free map[uint32]uint64, client, request string, ttl time.Duration, home int, b *binding) (g *freqdv1.AllocateResponse, tried bool, err error) {
 	for _, id := range order {
-		if free[uint32(id)] == 0 {
+		if free[uint32(id)] == 0 || (id == b.part && b.gen > 0) {
 			continue
 		}
 		tried = true
-		if id != home {
-			if err := n.note(ctx, home, client, request, id); err != nil {
-				return nil, true, fmt.Errorf("allocate: record the request in its home partition %d: %w", home, err)
+		if id == home {
+			g, nb, err := n.allocateIn(ctx, home, client, nil, request, ttl, true, 0)
+			if err != nil || g != nil {
+				return g, true, err
 			}
+			if nb == nil {
+				continue // full again
+			}
+			*b = *nb
+		} else {
+			nb, hg, err := n.note(ctx, home, client, request, id, b.gen+1)
+			switch {
+			case err != nil:
+				return nil, true, fmt.Errorf("allocate: bind the request in its home partition %d: %w", home, err)
+			case hg != nil:
+				return hg, true, nil
+			}
+			*b = *nb
 		}
-		g, err := n.allocateIn(ctx, id, client, nil, request, ttl, false)
-		switch {
-		case err != nil && errors.Is(err, freqd.ErrUnavailable):
-			continue
-		case err != nil:
-			return nil, true, err
-		case g != nil:
-			return g, true, nil
+		if b.part < 0 || b.part >= n.layout.Partitions() || b.gen == 0 {
+			return nil, true, fmt.Errorf("request %q of %q: home partition %d holds a corrupt binding (partition %d, generation %d): %w", request, client, home, b.part, b.gen, freqd.ErrUnavailable)
+		}
+		g, _, err := n.allocateIn(ctx, b.part, client, nil, request, ttl, false, b.gen)
+		if err != nil || g != nil {
+			return g, true, err
 		}
 	}
 	return nil, tried, nil
@@ -481,37 +498,35 @@ func (n *Node) Release(ctx context.Context, client string, f uint32, since int64
 	}
 	var out *freqdv1.ReleaseResponse
 	err = n.onPartition(ctx, id,
-		func(r *record) error {
+		func(s *shard) error {
 			var err error
-			out, err = n.applyRelease(ctx, r, client, f, since)
+			out, err = n.applyRelease(ctx, s, client, f, since)
 			return err
 		},
-		func(pc peerClient) error {
-			res, err := pc.peer.PeerRelease(ctx, connect.NewRequest(&freqdv1.PeerReleaseRequest{ClientId: client, Frequency: f, From: n.opts.Name, SinceUnixNano: since}))
-			if err != nil {
-				return transport.FromWire(err)
+		func(to uint64) error {
+			var res freqdv1.ReleaseResponse
+			if err := n.call(ctx, to, methodRelease, &freqdv1.PeerReleaseRequest{ClientId: client, Frequency: f, SinceUnixNano: since}, &res); err != nil {
+				return err
 			}
-			out = res.Msg
+			out = &res
 			return nil
 		})
 	return out, err
 }
 
-func (n *Node) applyRelease(ctx context.Context, r *record, client string, f uint32, since int64) (*freqdv1.ReleaseResponse, error) {
-	var res partition.Result
-	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-		return applyLogged(p, &res, partition.Command{Op: partition.OpRelease, Client: client, Freq: f, Since: since, At: n.opts.Now().UnixNano()})
-	})
+func (n *Node) applyRelease(ctx context.Context, s *shard, client string, f uint32, since int64) (*freqdv1.ReleaseResponse, error) {
+	r, err := n.propose(ctx, s, partition.Command{Op: partition.OpRelease, Client: client, Freq: f, Since: since, At: n.opts.Now().UnixNano()})
 	if err != nil {
 		return nil, err
 	}
-	if res.Err != nil {
-		return nil, res.Err
+	if r.res.Err != nil {
+		return nil, r.res.Err
 	}
-	return &freqdv1.ReleaseResponse{Partition: uint32(r.id), Node: n.opts.Name}, nil
+	return &freqdv1.ReleaseResponse{Partition: uint32(s.id), Node: n.opts.Name}, nil
 }
 
-// Holder tells who holds frequency f, from the partition's holder.
+// Holder tells who holds frequency f, from the partition's leader
+// (a linearizable read).
 func (n *Node) Holder(ctx context.Context, f uint32) (*freqdv1.HolderResponse, error) {
 	id, err := n.lookup(f)
 	if err != nil {
@@ -519,49 +534,53 @@ func (n *Node) Holder(ctx context.Context, f uint32) (*freqdv1.HolderResponse, e
 	}
 	var out *freqdv1.HolderResponse
 	err = n.onPartition(ctx, id,
-		func(r *record) error {
+		func(s *shard) error {
 			var err error
-			out, err = n.readHolder(ctx, r, f)
+			out, err = n.readHolder(ctx, s, f)
 			return err
 		},
-		func(pc peerClient) error {
-			res, err := pc.peer.PeerHolder(ctx, connect.NewRequest(&freqdv1.PeerHolderRequest{Frequency: f, From: n.opts.Name}))
-			if err != nil {
-				return transport.FromWire(err)
+		func(to uint64) error {
+			var res freqdv1.HolderResponse
+			if err := n.call(ctx, to, methodHolder, &freqdv1.PeerHolderRequest{Frequency: f}, &res); err != nil {
+				return err
 			}
-			out = res.Msg
+			out = &res
 			return nil
 		})
 	return out, err
 }
 
-// readHolder answers who holds f from the primary, once confirmed (R5).
-func (n *Node) readHolder(ctx context.Context, r *record, f uint32) (*freqdv1.HolderResponse, error) {
-	var (
-		client string
-		since  int64
-		held   bool
-		herr   error
-		lease  leaseInfo
-	)
-	err := n.exec(ctx, r, func(p *partition.Partition) *partition.Command {
-		client, since, held, herr = p.Holder(f)
-		if held {
-			lease = n.leaseOfLocked(r, p, client, f, n.opts.Now())
+type holding struct {
+	client string
+	since  int64
+	held   bool
+	ttl    time.Duration
+	err    error
+}
+
+// readHolder answers who holds f on the leader, once every write
+// committed before the call is applied (ReadIndex).
+func (n *Node) readHolder(ctx context.Context, s *shard, f uint32) (*freqdv1.HolderResponse, error) {
+	v, err := n.readLinear(ctx, s, func(p *partition.Partition) any {
+		var h holding
+		h.client, h.since, h.held, h.err = p.Holder(f)
+		if h.held {
+			h.ttl = p.TTL(f)
 		}
-		return nil
+		return h
 	})
 	if err != nil {
 		return nil, err
 	}
-	if herr != nil {
-		return nil, herr
+	h := v.(holding)
+	if h.err != nil {
+		return nil, h.err
 	}
-	out := &freqdv1.HolderResponse{Frequency: f, Held: held, Partition: uint32(r.id), Node: n.opts.Name}
-	if held {
-		out.ClientId = client
-		out.Since = timestamppb.New(time.Unix(0, since))
-		if lease.ttl > 0 {
+	out := &freqdv1.HolderResponse{Frequency: f, Held: h.held, Partition: uint32(s.id), Node: n.opts.Name}
+	if h.held {
+		out.ClientId = h.client
+		out.Since = timestamppb.New(time.Unix(0, h.since))
+		if lease := n.leaseOf(s, h.client, h.ttl); lease.ttl > 0 {
 			out.Ttl, out.Expires = durationpb.New(lease.ttl), timestamppb.New(lease.expires)
 		}
 	}

@@ -50,7 +50,7 @@ func TestRecoveryTime(t *testing.T) {
 	opts := func(data string) Options {
 		prof, _ := membership.ProfileByName(membership.ProfileLocal)
 		return Options{
-			Name: "r1", APIAddr: "127.0.0.1:0", Layout: layout, ReplicationFactor: 1,
+			Name: "r1", APIAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Layout: layout, ReplicationFactor: 1,
 			Gossip:  membership.Config{BindAddr: testutil.FreeAddr(t), Profile: prof},
 			Logger:  testLogger(t),
 			DataDir: data, Sync: store.SyncNone,
@@ -101,10 +101,9 @@ func TestRecoveryTime(t *testing.T) {
 		}
 		took := time.Since(t0)
 		k := 0
-		for _, r := range m.recs {
-			if r.p != nil {
-				k += r.p.Held()
-			}
+		for _, s := range m.shards {
+			_, h := s.counts()
+			k += int(h)
 		}
 		if k != held {
 			t.Errorf("%s: recovered %d held frequencies; want %d", c.name, k, held)
@@ -128,7 +127,7 @@ func startOne(t *testing.T, o Options) *Node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n.Close() })
-	waitFor(t, 10*time.Second, "the node to lead every partition", func() bool { return len(n.led()) == len(n.recs) })
+	waitFor(t, 10*time.Second, "the node to lead every partition", func() bool { return len(n.led()) == len(n.shards) })
 	return n
 }
 

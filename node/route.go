@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/freqd/freqd"
@@ -15,15 +16,15 @@ import (
 // viewTTL bounds how stale the routing view may be.
 const viewTTL = 100 * time.Millisecond
 
-// routeView is where each partition lives and how full it is, as gossip
-// reports it (eventually consistent), overlaid with this node's exact local
-// knowledge. Immutable once built.
+// routeView is where each partition's leader is and how full it is, as
+// gossip reports it (eventually consistent), overlaid with what this
+// node's own replicas know. Immutable once built.
 type routeView struct {
 	built  time.Time
-	holder []string // partition -> holder name, "" if no live node reports it
+	holder []string // partition -> leader name, "" if unknown
 	free   []uint64
 	held   []uint64
-	epoch  []uint64
+	term   []uint64
 	addr   map[string]string // alive member -> API address
 }
 
@@ -44,7 +45,7 @@ func (n *Node) buildView() *routeView {
 		holder: make([]string, P),
 		free:   make([]uint64, P),
 		held:   make([]uint64, P),
-		epoch:  make([]uint64, P),
+		term:   make([]uint64, P),
 		addr:   n.apiAddrs(),
 	}
 	for name, l := range n.ml.Loads() {
@@ -53,25 +54,35 @@ func (n *Node) buildView() *routeView {
 		}
 		for _, pl := range l.Partitions {
 			id := int(pl.ID)
-			if id >= P || pl.Epoch < v.epoch[id] {
+			if id >= P || pl.Term < v.term[id] {
 				continue
 			}
-			v.holder[id], v.epoch[id], v.free[id], v.held[id] = name, pl.Epoch, pl.Free, pl.Held
+			v.holder[id], v.term[id], v.free[id], v.held[id] = name, pl.Term, pl.Free, pl.Held
 		}
 	}
-	for _, r := range n.recs {
-		r.mu.Lock()
-		if r.role == rolePrimary && r.p != nil && r.prim.cfg.Epoch.Term >= v.epoch[r.id] {
-			v.holder[r.id], v.epoch[r.id], v.free[r.id], v.held[r.id] = n.opts.Name, r.prim.cfg.Epoch.Term, uint64(r.p.Free()), uint64(r.p.Held())
+	d := n.dir.Load()
+	for id, s := range n.shards {
+		info := n.drv.Info(id)
+		if !info.Hosted || info.Leader == 0 || info.Term < v.term[id] {
+			continue
 		}
-		r.mu.Unlock()
+		if info.IsLeader {
+			v.holder[id], v.term[id] = n.opts.Name, info.Term
+			v.free[id], v.held[id] = s.counts()
+			continue
+		}
+		if e, ok := d.byID[info.Leader]; ok {
+			if _, alive := v.addr[e.name]; alive {
+				v.holder[id], v.term[id] = e.name, info.Term
+			}
+		}
 	}
 	return v
 }
 
-// NotOwnerError says a node is not a partition's primary, so it applied
+// NotOwnerError says a node does not lead a partition, so it applied
 // nothing. It matches freqd.ErrNotOwner; Holder names the node believed to
-// be the primary, if known.
+// lead it, if known.
 type NotOwnerError struct {
 	Partition int
 	Holder    string
@@ -80,93 +91,118 @@ type NotOwnerError struct {
 
 func (e *NotOwnerError) Error() string {
 	if e.Holder == "" {
-		return fmt.Sprintf("node %s is not the primary of partition %d", e.Node, e.Partition)
+		return fmt.Sprintf("node %s does not lead partition %d", e.Node, e.Partition)
 	}
-	return fmt.Sprintf("node %s is not the primary of partition %d (try %s)", e.Node, e.Partition, e.Holder)
+	return fmt.Sprintf("node %s does not lead partition %d (try %s)", e.Node, e.Partition, e.Holder)
 }
 
 // Is makes errors.Is(err, freqd.ErrNotOwner) true.
 func (e *NotOwnerError) Is(target error) bool { return target == freqd.ErrNotOwner }
 
 // maxRoutes bounds how often a request is routed again after a not-owner
-// answer (the partition moved between lookup and arrival) or a holder that
-// could not be reached.
-const maxRoutes = 8
+// answer (leadership moved between lookup and arrival), a leader that
+// could not be reached, or a group not ready to commit.
+const maxRoutes = 10
 
-// onPartition runs a request on partition id's primary: locally if this
-// node is the primary, else by one hop (the peer never forwards further).
-// A not-owner answer means nothing was applied, so the request is routed
-// again, with the answer's hint, a few times.
-func (n *Node) onPartition(ctx context.Context, id int, local func(*record) error, remote func(peerClient) error) error {
+// onPartition runs a request on partition id's leader: locally if this
+// node leads it, else by one hop (the peer never forwards further). A
+// not-owner answer means nothing was applied, so the request is routed
+// again, with the answer's hint, a few times; a partition with no leader
+// yet is waited for up to ArrivalWait.
+func (n *Node) onPartition(ctx context.Context, id int, local func(*shard) error, remote func(to uint64) error) error {
 	hint := ""
 	var last error
 	unreachable := make(map[string]bool)
+	waited := false
 	for attempt := 0; attempt < maxRoutes; attempt++ {
 		if attempt > 0 {
 			n.view.Store(nil)
-			if err := sleepCtx(ctx, time.Duration(attempt)*20*time.Millisecond); err != nil {
-				return fmt.Errorf("partition %d: %w: %w", id, freqd.ErrUnavailable, err)
+			if err := sleepCtx(ctx, time.Duration(min(attempt, 5))*20*time.Millisecond); err != nil {
+				return fmt.Errorf("partition %d: %w: %w (last: %v)", id, freqd.ErrUnavailable, err, last)
 			}
 		}
-		if r := n.recs[id]; r.isPrimary() {
-			err := local(r)
-			var no *NotOwnerError
-			if !errors.As(err, &no) {
-				return err
+		if n.leads(id) {
+			s, err := n.leaderShard(id)
+			if err == nil {
+				err = local(s)
 			}
-			hint, last = no.Holder, err
-			continue
+			var no *NotOwnerError
+			switch {
+			case errors.As(err, &no):
+				hint, last = no.Holder, err
+				continue
+			case err != nil && errors.Is(err, freqd.ErrUnavailable) && !errors.Is(err, freqd.ErrOutcomeUnknown):
+				last = err // too few voters yet: wait for them
+				continue
+			}
+			return err
 		}
 		target := hint
 		hint = ""
 		v := n.currentView()
-		if target == "" || v.addr[target] == "" || unreachable[target] {
+		if target == "" || target == n.opts.Name || v.addr[target] == "" || unreachable[target] {
 			target = n.targetFor(v, id, unreachable)
 		}
-		if target == "" {
-			if last != nil {
-				return fmt.Errorf("partition %d (%s) has no reachable holder (%v): %w", id, n.spanString(id), last, freqd.ErrUnavailable)
+		if target == "" || target == n.opts.Name {
+			// No leader known (an election, or the group lost its
+			// majority): wait for one once.
+			if !waited {
+				waited = true
+				if n.waitLeader(ctx, id) {
+					continue
+				}
 			}
-			return fmt.Errorf("partition %d (%s) has no live holder: %w", id, n.spanString(id), freqd.ErrUnavailable)
+			return n.noLeader(id, last)
 		}
-		if target == n.opts.Name {
-			// We own it by the ring but do not lead it yet: a takeover is
-			// under way (or failing, for the reason it records).
-			if n.waitPrimary(ctx, n.recs[id]) {
-				continue
-			}
-			return n.notLeading(id)
+		to, ok := n.dir.Load().byName[target]
+		if !ok {
+			unreachable[target] = true
+			continue
 		}
-		err := remote(n.peer(v.addr[target]))
+		err := remote(to)
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, freqd.ErrNotOwner):
 			hint, last = transport.HolderHint(err), err
 		case transport.NotSent(err):
-			// Not sent, so not applied: gossip may still name a node that
-			// has just died or left. Route again around it.
+			// Not sent, so not applied: the leader may have just died.
 			unreachable[target] = true
-			last = fmt.Errorf("primary %s unreachable: %w", target, err)
+			last = fmt.Errorf("leader %s unreachable: %w", target, err)
 		case transport.Unknown(err):
-			return fmt.Errorf("partition %d (%s): primary %s failed during the call: %w: %w", id, n.spanString(id), target, freqd.ErrOutcomeUnknown, err)
+			return fmt.Errorf("partition %d (%s): leader %s failed during the call: %w: %w", id, n.spanString(id), target, freqd.ErrOutcomeUnknown, err)
 		case errors.Is(err, freqd.ErrUnavailable):
-			// Answered and not applied: a takeover may be under way.
-			last = err
+			last = err // answered and not applied
 		default:
 			return err
 		}
 	}
-	return fmt.Errorf("partition %d (%s): holder kept moving, last answer: %v: %w", id, n.spanString(id), last, freqd.ErrUnavailable)
+	return fmt.Errorf("partition %d (%s): leader kept moving, last answer: %v: %w", id, n.spanString(id), last, freqd.ErrUnavailable)
 }
 
-// targetFor picks the node to send a partition's request to: the holder
-// gossip reports, else the ring owner.
+// noLeader is the answer for a partition with no leader in reach: which
+// voters are missing, as this node sees it.
+func (n *Node) noLeader(id int, last error) error {
+	info := n.drv.Info(id)
+	why := "no leader elected"
+	if info.Hosted {
+		if miss := n.missingVoters(info); len(miss) > 0 {
+			why = fmt.Sprintf("no leader elected; voters %s of %s are not alive members", strings.Join(miss, ","), n.labels(info.Voters))
+		}
+	}
+	if last != nil {
+		return fmt.Errorf("partition %d (%s): %s (last: %v): %w", id, n.spanString(id), why, last, freqd.ErrUnavailable)
+	}
+	return fmt.Errorf("partition %d (%s): %s: %w", id, n.spanString(id), why, freqd.ErrUnavailable)
+}
+
+// targetFor picks the node to send a partition's request to: the leader
+// this node's replica or gossip knows, else the ring owner.
 func (n *Node) targetFor(v *routeView, id int, avoid map[string]bool) string {
-	if h := v.holder[id]; h != "" && !avoid[h] {
+	if h := v.holder[id]; h != "" && !avoid[h] && h != n.opts.Name {
 		return h
 	}
-	if o, ok := n.ring.Load().Owner(id); ok && !avoid[o] {
+	if o, ok := n.ring.Load().Owner(id); ok && !avoid[o] && o != n.opts.Name {
 		if _, alive := v.addr[o]; alive {
 			return o
 		}

@@ -2,9 +2,10 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,13 +15,8 @@ import (
 	freqdv1 "github.com/freqd/freqd/gen/freqd/v1"
 	"github.com/freqd/freqd/gen/freqd/v1/freqdv1connect"
 	"github.com/freqd/freqd/membership"
-	"github.com/freqd/freqd/partition"
 	"github.com/freqd/freqd/transport"
 )
-
-func readLimit(n int) connect.HandlerOption { return connect.WithReadMaxBytes(n) }
-
-func readLimitClient(n int) connect.ClientOption { return connect.WithReadMaxBytes(n) }
 
 // service is the client-facing API; every method may forward one hop.
 type service struct{ n *Node }
@@ -102,293 +98,180 @@ func (s *service) Leave(ctx context.Context, _ *connect.Request[freqdv1.LeaveReq
 	return connect.NewResponse(&freqdv1.LeaveResponse{HandedOff: uint32(k)}), nil
 }
 
-// peerService serves node-to-node calls. It never forwards: a partition
-// not held here gets a not-owner answer naming the likely holder.
-type peerService struct{ n *Node }
-
-var _ freqdv1connect.PeerServiceHandler = (*peerService)(nil)
-
-// peerWire encodes an error for a peer, adding the holder hint.
-func peerWire(err error) error {
-	out := transport.ToWire(err)
-	var no *NotOwnerError
-	var ce *connect.Error
-	if errors.As(err, &no) && no.Holder != "" && errors.As(out, &ce) {
-		ce.Meta().Set(transport.HolderHintKey, no.Holder)
-	}
-	return out
+func (s *service) Replicas(ctx context.Context, _ *connect.Request[freqdv1.ReplicasRequest]) (*connect.Response[freqdv1.ReplicasResponse], error) {
+	return connect.NewResponse(s.n.replicaStates()), nil
 }
 
-// primaryFor returns partition id's record if this node is its primary,
-// waiting for a takeover under way if this node is its ring owner;
-// otherwise a NotOwnerError naming the likely primary.
-func (n *Node) primaryFor(ctx context.Context, id int) (*record, error) {
-	if id < 0 || id >= len(n.recs) {
-		return nil, fmt.Errorf("partition %d: no such partition in a pool of %d: %w", id, len(n.recs), freqd.ErrInvalidArgument)
-	}
-	r := n.recs[id]
-	if r.isPrimary() {
-		return r, nil
-	}
-	owner, _ := n.ring.Load().Owner(id)
-	if owner == n.opts.Name {
-		if n.waitPrimary(ctx, r) {
-			return r, nil
-		}
-		return nil, n.notLeading(id)
-	}
-	r.mu.Lock()
-	err := n.notPrimaryLocked(r)
-	r.mu.Unlock()
-	var no *NotOwnerError
-	if errors.As(err, &no) && no.Holder == "" {
-		no.Holder = n.currentView().holder[id]
-		if no.Holder == n.opts.Name || no.Holder == "" {
-			no.Holder = owner
-		}
-	}
-	return nil, err
-}
+// The handlers of forwarded calls (peerrpc.go). They never forward: a
+// partition not led here gets a not-owner answer naming the leader this
+// node knows.
 
-func (p *peerService) PeerAllocate(ctx context.Context, req *connect.Request[freqdv1.PeerAllocateRequest]) (*connect.Response[freqdv1.PeerAllocateResponse], error) {
-	n := p.n
-	m := req.Msg
+func (n *Node) peerAllocate(ctx context.Context, m *freqdv1.PeerAllocateRequest) (*freqdv1.PeerAllocateResponse, error) {
 	if err := freqd.ValidateClientID(m.GetClientId()); err != nil {
-		return nil, peerWire(err)
+		return nil, err
 	}
 	if err := freqd.ValidateRequestID(m.GetRequestId()); err != nil {
-		return nil, peerWire(err)
+		return nil, err
 	}
 	ttl, err := ttlFromPB(m.GetTtl())
 	if err != nil {
-		return nil, peerWire(err)
+		return nil, err
 	}
 	if m.Frequency != nil {
 		id, err := n.lookup(m.GetFrequency())
 		if err != nil {
-			return nil, peerWire(err)
+			return nil, err
 		}
-		r, err := n.primaryFor(ctx, id)
+		s, err := n.leaderShard(id)
 		if err != nil {
-			return nil, peerWire(err)
+			return nil, err
 		}
-		g, err := n.applyGrant(ctx, r, m.GetClientId(), m.GetFrequency(), m.GetRequestId(), ttl)
+		g, err := n.grantFreq(ctx, s, m.GetClientId(), m.GetFrequency(), m.GetRequestId(), ttl)
 		if err != nil {
-			return nil, peerWire(err)
+			return nil, err
 		}
-		return connect.NewResponse(&freqdv1.PeerAllocateResponse{Granted: true, Grant: g}), nil
+		return &freqdv1.PeerAllocateResponse{Granted: true, Grant: g}, nil
 	}
 	if m.GetOnlyPartition() {
-		id := int(m.GetPartition())
-		r, err := n.primaryFor(ctx, id)
+		s, err := n.leaderShard(int(m.GetPartition()))
 		if err != nil {
-			return nil, peerWire(err)
+			return nil, err
 		}
-		g, v, err := n.grantIn(ctx, r, m.GetClientId(), m.GetRequestId(), ttl, m.GetHome())
+		g, b, v, err := n.grantIn(ctx, s, m.GetClientId(), m.GetRequestId(), ttl, m.GetHome(), m.GetGen())
 		switch {
-		case errors.Is(err, errNoted):
-			t := g.GetPartition()
-			return connect.NewResponse(&freqdv1.PeerAllocateResponse{Noted: &t}), nil
 		case err != nil:
-			return nil, peerWire(err)
+			return nil, err
+		case b != nil:
+			t := uint32(b.part)
+			return &freqdv1.PeerAllocateResponse{Noted: &t, NotedGen: b.gen}, nil
 		case g != nil:
-			return connect.NewResponse(&freqdv1.PeerAllocateResponse{Granted: true, Grant: g}), nil
+			return &freqdv1.PeerAllocateResponse{Granted: true, Grant: g}, nil
 		}
-		return connect.NewResponse(&freqdv1.PeerAllocateResponse{Versions: map[uint32]uint64{uint32(id): v}}), nil
+		return &freqdv1.PeerAllocateResponse{Versions: map[uint32]uint64{uint32(s.id): v}}, nil
 	}
-	if m.GetRequestId() != "" {
-		return nil, peerWire(fmt.Errorf("peer allocate: a request id needs only_partition: %w", freqd.ErrInvalidArgument))
+	if m.GetRequestId() != "" || m.GetHome() || m.GetGen() != 0 {
+		return nil, fmt.Errorf("peer allocate: a request id, home or generation needs only_partition: %w", freqd.ErrInvalidArgument)
 	}
 	free := make(map[uint32]uint64)
-	g, versions, err := n.allocLocal(ctx, m.GetClientId(), ttl, int(m.GetPartition()), false, m.GetProbe(), free)
+	g, versions, err := n.allocLocal(ctx, m.GetClientId(), ttl, int(m.GetPartition()), m.GetProbe(), free)
 	if err != nil {
-		return nil, peerWire(err)
+		return nil, err
 	}
 	if g != nil {
-		return connect.NewResponse(&freqdv1.PeerAllocateResponse{Granted: true, Grant: g}), nil
+		return &freqdv1.PeerAllocateResponse{Granted: true, Grant: g}, nil
 	}
-	return connect.NewResponse(&freqdv1.PeerAllocateResponse{Versions: versions, Free: free}), nil
+	return &freqdv1.PeerAllocateResponse{Versions: versions, Free: free}, nil
 }
 
-func (p *peerService) PeerRelease(ctx context.Context, req *connect.Request[freqdv1.PeerReleaseRequest]) (*connect.Response[freqdv1.ReleaseResponse], error) {
-	n := p.n
-	if err := freqd.ValidateClientID(req.Msg.GetClientId()); err != nil {
-		return nil, peerWire(err)
-	}
-	id, err := n.lookup(req.Msg.GetFrequency())
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	r, err := n.primaryFor(ctx, id)
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	out, err := n.applyRelease(ctx, r, req.Msg.GetClientId(), req.Msg.GetFrequency(), req.Msg.GetSinceUnixNano())
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	return connect.NewResponse(out), nil
-}
-
-func (p *peerService) PeerHolder(ctx context.Context, req *connect.Request[freqdv1.PeerHolderRequest]) (*connect.Response[freqdv1.HolderResponse], error) {
-	n := p.n
-	id, err := n.lookup(req.Msg.GetFrequency())
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	r, err := n.primaryFor(ctx, id)
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	out, err := n.readHolder(ctx, r, req.Msg.GetFrequency())
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	return connect.NewResponse(out), nil
-}
-
-func (p *peerService) PeerNote(ctx context.Context, req *connect.Request[freqdv1.PeerNoteRequest]) (*connect.Response[freqdv1.PeerNoteResponse], error) {
-	n := p.n
-	m := req.Msg
+func (n *Node) peerRelease(ctx context.Context, m *freqdv1.PeerReleaseRequest) (*freqdv1.ReleaseResponse, error) {
 	if err := freqd.ValidateClientID(m.GetClientId()); err != nil {
-		return nil, peerWire(err)
+		return nil, err
+	}
+	id, err := n.lookup(m.GetFrequency())
+	if err != nil {
+		return nil, err
+	}
+	s, err := n.leaderShard(id)
+	if err != nil {
+		return nil, err
+	}
+	return n.applyRelease(ctx, s, m.GetClientId(), m.GetFrequency(), m.GetSinceUnixNano())
+}
+
+func (n *Node) peerHolder(ctx context.Context, m *freqdv1.PeerHolderRequest) (*freqdv1.HolderResponse, error) {
+	id, err := n.lookup(m.GetFrequency())
+	if err != nil {
+		return nil, err
+	}
+	s, err := n.leaderShard(id)
+	if err != nil {
+		return nil, err
+	}
+	return n.readHolder(ctx, s, m.GetFrequency())
+}
+
+func (n *Node) peerNote(ctx context.Context, m *freqdv1.PeerNoteRequest) (*freqdv1.PeerNoteResponse, error) {
+	if err := freqd.ValidateClientID(m.GetClientId()); err != nil {
+		return nil, err
 	}
 	if m.GetRequestId() == "" {
-		return nil, peerWire(fmt.Errorf("peer note: empty request id: %w", freqd.ErrInvalidArgument))
+		return nil, fmt.Errorf("peer note: empty request id: %w", freqd.ErrInvalidArgument)
 	}
 	if err := freqd.ValidateRequestID(m.GetRequestId()); err != nil {
-		return nil, peerWire(fmt.Errorf("peer note: %w", err))
+		return nil, fmt.Errorf("peer note: %w", err)
 	}
-	if int(m.GetTarget()) >= n.layout.Partitions() {
-		return nil, peerWire(fmt.Errorf("peer note: target partition %d is not in a pool of %d: %w", m.GetTarget(), n.layout.Partitions(), freqd.ErrInvalidArgument))
+	if int(m.GetTarget()) >= n.layout.Partitions() || m.GetGen() == 0 {
+		return nil, fmt.Errorf("peer note: target partition %d (pool of %d) at generation %d: %w", m.GetTarget(), n.layout.Partitions(), m.GetGen(), freqd.ErrInvalidArgument)
 	}
-	r, err := n.primaryFor(ctx, int(m.GetPartition()))
+	s, err := n.leaderShard(int(m.GetPartition()))
 	if err != nil {
-		return nil, peerWire(err)
+		return nil, err
 	}
-	if err := n.applyNote(ctx, r, m.GetClientId(), m.GetRequestId(), int(m.GetTarget())); err != nil {
-		return nil, peerWire(err)
-	}
-	return connect.NewResponse(&freqdv1.PeerNoteResponse{}), nil
-}
-
-func (p *peerService) Prepare(ctx context.Context, req *connect.Request[freqdv1.PrepareRequest]) (*connect.Response[freqdv1.PrepareResponse], error) {
-	r, err := p.n.record(req.Msg.GetPartition())
+	b, g, err := n.applyNote(ctx, s, m.GetClientId(), m.GetRequestId(), int(m.GetTarget()), m.GetGen())
 	if err != nil {
-		return nil, peerWire(err)
+		return nil, err
 	}
-	e := epochFromPB(req.Msg.GetEpoch())
-	if e.Term == 0 || e.Node == "" {
-		return nil, peerWire(fmt.Errorf("prepare of partition %d: no epoch: %w", r.id, freqd.ErrInvalidArgument))
+	if g != nil {
+		return &freqdv1.PeerNoteResponse{Grant: g}, nil
 	}
-	return wire(p.n.prepare(ctx, r, e))
+	return &freqdv1.PeerNoteResponse{Partition: uint32(b.part), Gen: b.gen}, nil
 }
 
-func (p *peerService) Fetch(ctx context.Context, req *connect.Request[freqdv1.FetchRequest]) (*connect.Response[freqdv1.FetchResponse], error) {
-	r, err := p.n.record(req.Msg.GetPartition())
+func (n *Node) peerReleaseClient(ctx context.Context, m *freqdv1.PeerReleaseClientRequest) (*freqdv1.ReleaseAllResponse, error) {
+	if err := freqd.ValidateClientID(m.GetClientId()); err != nil {
+		return nil, err
+	}
+	s, err := n.leaderShard(int(m.GetPartition()))
 	if err != nil {
-		return nil, peerWire(err)
+		return nil, err
 	}
-	return wire(p.n.fetch(r, epochFromPB(req.Msg.GetEpoch())))
+	return n.applyReleaseClient(ctx, s, m.GetClientId())
 }
 
-func (p *peerService) Install(ctx context.Context, req *connect.Request[freqdv1.InstallRequest]) (*connect.Response[freqdv1.InstallResponse], error) {
-	n := p.n
-	m := req.Msg
-	r, err := n.record(m.GetPartition())
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	cfg := configFromPB(m.GetConfig())
-	if err := n.validConfig(r.id, cfg); err != nil {
-		return nil, peerWire(err)
-	}
-	if to := replicaFromPB(m.GetTo()); to != n.self {
-		return nil, peerWire(fmt.Errorf("install of partition %d is for %v, but this is %v: %w", r.id, to, n.self, freqd.ErrInvalidArgument))
-	}
-	var part *partition.Partition
-	if len(m.GetSnapshot()) > 0 {
-		if part, err = n.restoreFor(r.id, m.GetSnapshot()); err != nil {
-			return nil, peerWire(err)
-		}
-	}
-	return wire(n.install(ctx, r, cfg, part, epochFromPB(m.GetBaseEpoch()), m.GetIndex(), m.GetCommitted()))
-}
-
-func (p *peerService) Commit(ctx context.Context, req *connect.Request[freqdv1.CommitRequest]) (*connect.Response[freqdv1.CommitResponse], error) {
-	r, err := p.n.record(req.Msg.GetPartition())
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	cfg := configFromPB(req.Msg.GetConfig())
-	if err := p.n.validConfig(r.id, cfg); err != nil {
-		return nil, peerWire(err)
-	}
-	return wire(p.n.commit(ctx, r, cfg))
-}
-
-func (p *peerService) Append(ctx context.Context, req *connect.Request[freqdv1.AppendRequest]) (*connect.Response[freqdv1.AppendResponse], error) {
-	n := p.n
-	m := req.Msg
-	r, err := n.record(m.GetPartition())
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	if to := replicaFromPB(m.GetTo()); to != n.self {
-		return nil, peerWire(fmt.Errorf("append to partition %d is for %v, but this is %v: %w", r.id, to, n.self, freqd.ErrInvalidArgument))
-	}
-	return wire(n.appendCmds(ctx, r, epochFromPB(m.GetEpoch()), m.GetPrevIndex(), m.GetCommands()))
-}
-
-func (p *peerService) PeerKeepAlive(ctx context.Context, req *connect.Request[freqdv1.PeerKeepAliveRequest]) (*connect.Response[freqdv1.PeerKeepAliveResponse], error) {
-	if err := freqd.ValidateClientID(req.Msg.GetClientId()); err != nil {
-		return nil, peerWire(err)
-	}
-	return connect.NewResponse(p.n.renewLocal(req.Msg.GetClientId())), nil
-}
-
-func (p *peerService) PeerReleaseClient(ctx context.Context, req *connect.Request[freqdv1.PeerReleaseClientRequest]) (*connect.Response[freqdv1.ReleaseAllResponse], error) {
-	n := p.n
-	if err := freqd.ValidateClientID(req.Msg.GetClientId()); err != nil {
-		return nil, peerWire(err)
-	}
-	r, err := n.primaryFor(ctx, int(req.Msg.GetPartition()))
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	out, err := n.applyReleaseClient(ctx, r, req.Msg.GetClientId())
-	if err != nil {
-		return nil, peerWire(err)
-	}
-	return connect.NewResponse(out), nil
-}
-
-func (p *peerService) Partitions(ctx context.Context, _ *connect.Request[freqdv1.PartitionsRequest]) (*connect.Response[freqdv1.PartitionsResponse], error) {
-	return connect.NewResponse(p.n.replicaStates()), nil
-}
-
-// replicaStates reports this node's records that hold anything.
-func (n *Node) replicaStates() *freqdv1.PartitionsResponse {
-	out := &freqdv1.PartitionsResponse{Self: replicaToPB(n.self)}
-	for _, r := range n.recs {
-		r.mu.Lock()
-		if r.promised.IsZero() && r.reason == "" {
-			r.mu.Unlock()
+// replicaStates reports this node's raft replicas.
+func (n *Node) replicaStates() *freqdv1.ReplicasResponse {
+	d := n.dir.Load()
+	out := &freqdv1.ReplicasResponse{Self: d.label(n.id)}
+	for _, s := range n.shards {
+		info := n.drv.Info(s.id)
+		if !info.Hosted {
 			continue
 		}
 		st := &freqdv1.ReplicaState{
-			Partition: uint32(r.id), Role: r.role.String(), Promised: epochToPB(r.promised),
-			Committed: configToPB(r.committed), Accepted: configToPB(r.accepted), Reason: r.reason, Lost: r.lost,
+			Partition: uint32(s.id), Role: info.Role, Term: info.Term, Applied: info.Applied,
+			Voters: labelList(d, info.Voters), Learners: labelList(d, info.Learners),
 		}
-		if r.p != nil {
-			st.HasState, st.StateEpoch, st.Index = true, epochToPB(r.stateEpoch), r.index
-			st.Free, st.Held = uint64(r.p.Free()), uint64(r.p.Held())
+		if info.Leader != 0 {
+			st.Leader = d.label(info.Leader)
 		}
-		if r.role == rolePrimary {
-			st.Writable, st.Reason = n.writableLocked(r)
+		st.Free, st.Held = s.counts()
+		if info.IsLeader {
+			if _, err := n.leaderShard(s.id); err != nil {
+				st.Reason = err.Error()
+			} else {
+				st.Writable = true
+			}
 		}
-		r.mu.Unlock()
 		out.Replicas = append(out.Replicas, st)
+	}
+	return out
+}
+
+func labelList(d *directory, ids []uint64) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = d.label(id)
+	}
+	return out
+}
+
+// otherMembers lists the raft ids of the other alive members.
+func (n *Node) otherMembers() []uint64 {
+	var out []uint64
+	for _, m := range n.ml.Alive() {
+		if m.Name != n.opts.Name && m.Meta.Incarnation != 0 && m.Meta.PeerAddr != "" {
+			out = append(out, m.Meta.Incarnation)
+		}
 	}
 	return out
 }
@@ -398,39 +281,39 @@ const statusTimeout = 2 * time.Second
 
 // partitionView is one partition as the status fan-out found it.
 type partitionView struct {
-	primary  string
-	state    *freqdv1.ReplicaState // the primary's record, or nil
-	ownerRec *freqdv1.ReplicaState // the ring owner's record, or nil
+	leader   string                // the leader's node name
+	state    *freqdv1.ReplicaState // the leader's replica (newest term), or nil
+	ownerRec *freqdv1.ReplicaState // the ring owner's replica, or nil
 }
 
-// clusterView asks every live node for its replica records and reports,
-// per partition, its primary (the newest epoch wins) and its owner's
-// record. exact is false if some node did not answer.
+// clusterView asks every live node for its replicas and reports, per
+// partition, its leader (the newest term wins) and its owner's replica.
+// exact is false if some node did not answer.
 func (n *Node) clusterView(ctx context.Context) ([]partitionView, bool) {
-	addrs := n.apiAddrs()
 	type answer struct {
 		name string
-		res  *freqdv1.PartitionsResponse
+		res  *freqdv1.ReplicasResponse
 	}
 	var mu sync.Mutex
 	var answers []answer
 	var wg sync.WaitGroup
 	exact := true
-	for name, addr := range addrs {
-		if name == n.opts.Name {
-			continue
-		}
+	d := n.dir.Load()
+	for _, to := range n.otherMembers() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := peerCall(ctx, n, addr, statusTimeout, freqdv1connect.PeerServiceClient.Partitions, &freqdv1.PartitionsRequest{})
+			cctx, cancel := context.WithTimeout(ctx, statusTimeout)
+			defer cancel()
+			var res freqdv1.ReplicasResponse
+			err := n.call(cctx, to, methodReplicas, &freqdv1.ReplicasRequest{}, &res)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				exact = false
 				return
 			}
-			answers = append(answers, answer{name, res})
+			answers = append(answers, answer{d.name(to), &res})
 		}()
 	}
 	wg.Wait()
@@ -447,11 +330,11 @@ func (n *Node) clusterView(ctx context.Context) ([]partitionView, bool) {
 			if owner, _ := r.Owner(id); owner == a.name {
 				pv.ownerRec = st
 			}
-			if st.GetRole() != rolePrimary.String() {
+			if st.GetRole() != "leader" {
 				continue
 			}
-			if pv.state == nil || epochFromPB(st.GetAccepted().GetEpoch()).Compare(epochFromPB(pv.state.GetAccepted().GetEpoch())) > 0 {
-				pv.primary, pv.state = a.name, st
+			if pv.state == nil || st.GetTerm() > pv.state.GetTerm() {
+				pv.leader, pv.state = a.name, st
 			}
 		}
 	}
@@ -470,10 +353,13 @@ func (n *Node) problem(id int, pv partitionView) string {
 	switch {
 	case !ok:
 		return "no active member owns it"
-	case pv.ownerRec != nil && pv.ownerRec.GetReason() != "":
-		return fmt.Sprintf("no primary; owner %s: %s", owner, pv.ownerRec.GetReason())
+	case pv.ownerRec != nil:
+		return fmt.Sprintf("no leader; voters %s (as owner %s sees them, term %d)", strings.Join(pv.ownerRec.GetVoters(), ","), owner, pv.ownerRec.GetTerm())
 	}
-	return fmt.Sprintf("no primary; owner %s has not taken it over (yet)", owner)
+	if info := n.drv.Info(id); info.Hosted {
+		return n.noLeader(id, nil).Error()
+	}
+	return fmt.Sprintf("no leader; owner %s reports no replica", owner)
 }
 
 // Status reports members, totals and the partitions that are not writable,
@@ -507,10 +393,10 @@ func (n *Node) Status(ctx context.Context) *freqdv1.StatusResponse {
 		if pv.state == nil {
 			continue
 		}
-		a := per[pv.primary]
+		a := per[pv.leader]
 		if a == nil {
 			a = &agg{}
-			per[pv.primary] = a
+			per[pv.leader] = a
 		}
 		a.parts++
 		a.free += pv.state.GetFree()
@@ -528,9 +414,9 @@ func (n *Node) Status(ctx context.Context) *freqdv1.StatusResponse {
 		}
 		switch err := n.storeErr(); {
 		case m.Name == n.opts.Name && err != nil:
-			mm.Problem = err.Error() + "; its partitions are handed to other nodes"
+			mm.Problem = err.Error() + "; it left the ring: its partitions move to other nodes"
 		case m.Meta.Degraded:
-			mm.Problem = "cannot write its data directory (as it reports by gossip); its partitions are handed to other nodes"
+			mm.Problem = "cannot write its data directory (as it reports by gossip); it left the ring: its partitions move to other nodes"
 		}
 		out.Members = append(out.Members, mm)
 	}
@@ -538,7 +424,8 @@ func (n *Node) Status(ctx context.Context) *freqdv1.StatusResponse {
 }
 
 // RingInfo reports each partition's range, ring owner and replicas, and
-// its configuration: epoch, primary, replicas, whether it is writable.
+// its raft group as its leader sees it: leader, term, voters, learners,
+// whether it is writable.
 func (n *Node) RingInfo(ctx context.Context) *freqdv1.RingResponse {
 	pvs, _ := n.clusterView(ctx)
 	r := n.ring.Load()
@@ -548,18 +435,32 @@ func (n *Node) RingInfo(ctx context.Context) *freqdv1.RingResponse {
 		pv := pvs[sp.ID]
 		pi := &freqdv1.PartitionInfo{
 			Id: uint32(sp.ID), First: sp.First, Last: sp.Last,
-			Owner: owner, Replicas: r.Replicas(sp.ID), Holder: pv.primary,
+			Owner: owner, Replicas: r.Replicas(sp.ID), Holder: pv.leader,
 		}
 		if st := pv.state; st != nil {
-			cfg := configFromPB(st.GetAccepted())
-			pi.Free, pi.Held, pi.Index = st.GetFree(), st.GetHeld(), st.GetIndex()
-			pi.Epoch, pi.EpochNode, pi.Config = cfg.Epoch.Term, cfg.Epoch.Node, cfg.memberNames()
+			pi.Free, pi.Held, pi.Index = st.GetFree(), st.GetHeld(), st.GetApplied()
+			pi.Term, pi.Learners = st.GetTerm(), st.GetLearners()
+			pi.Voters = leaderFirst(st.GetVoters(), st.GetLeader())
 			pi.Writable = st.GetWritable()
 		}
 		if !pi.Writable {
 			pi.Reason = n.problem(sp.ID, pv)
 		}
 		out.Partitions = append(out.Partitions, pi)
+	}
+	return out
+}
+
+// leaderFirst orders voters with the leader first.
+func leaderFirst(voters []string, leader string) []string {
+	out := make([]string, 0, len(voters))
+	if slices.Contains(voters, leader) {
+		out = append(out, leader)
+	}
+	for _, v := range voters {
+		if v != leader {
+			out = append(out, v)
+		}
 	}
 	return out
 }

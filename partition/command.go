@@ -22,8 +22,9 @@ const (
 	OpGrant Op = 1
 	// OpRelease releases Command.Freq, held by Command.Client.
 	OpRelease Op = 2
-	// OpNote records in the request window that request Command.Request
-	// of Command.Client was placed in partition Command.Freq.
+	// OpNote binds request Command.Request of Command.Client to partition
+	// Command.Freq at generation Command.Gen, a compare-and-set against
+	// the binding the request window holds: see Partition.Apply.
 	OpNote Op = 3
 	// OpReleaseClient releases, in one command, the frequencies
 	// Command.Client holds in this partition: all of them if Command.TTL
@@ -82,7 +83,8 @@ func validTTLMS(ms uint64) bool {
 // freqd.ValidateClientID and Request with freqd.ValidateRequestID, and
 // stamps At, before Apply; Apply itself only rejects an empty or oversized
 // Client and an oversized Request (or an empty one on OpNote, or a
-// non-empty one on OpReleaseClient).
+// non-empty one on OpReleaseClient), and fields on ops that do not take
+// them (see AppendBinary).
 type Command struct {
 	Op      Op
 	Client  string // the client id
@@ -105,10 +107,26 @@ type Command struct {
 	// measured that much time since the client's last renewal, expires
 	// them. A primary that measured more than MaxTTL passes MaxTTL.
 	TTL time.Duration
+	// Gen is the binding generation. On OpNote it is required (at least
+	// 1): the generation of the binding to record. On OpGrant with a
+	// Request, a non-zero Gen makes the grant a bound attempt, made in the
+	// partition that the request's binding of that generation names; 0 is
+	// a home attempt or a plain (e.g. specific-frequency) grant. Other ops
+	// take 0. A partition remembers the generation it refused, so a late
+	// copy of an attempt never grants once its partition said no: see
+	// Partition.Apply.
+	Gen uint32
+	// Home, on OpGrant with Any, a Request and Gen 0 only, marks the
+	// attempt in the request's home partition: if the home holds a binding
+	// of the request, the attempt grants nothing and returns the binding
+	// (Result.Noted), so a late copy of it cannot grant a second frequency.
+	Home bool
 }
 
 // String returns a short form for logs, e.g. `grant any to "c1" at 17`,
-// `grant any to "c1" at 17 ttl 30s request "r9"` or
+// `grant any to "c1" at 17 ttl 30s request "r9" home`,
+// `grant any to "c1" at 17 request "r9" gen 2`,
+// `note request "r9" of "c1" in partition 4 gen 2` or
 // `release leases of "c1" with ttl up to 30s at 17`.
 func (c Command) String() string {
 	var s string
@@ -118,7 +136,7 @@ func (c Command) String() string {
 	case c.Op == OpGrant:
 		s = fmt.Sprintf("grant %d to %q at %d", c.Freq, c.Client, c.At)
 	case c.Op == OpNote:
-		return fmt.Sprintf("note request %q of %q in partition %d", c.Request, c.Client, c.Freq)
+		return fmt.Sprintf("note request %q of %q in partition %d gen %d", c.Request, c.Client, c.Freq, c.Gen)
 	case c.Op == OpReleaseClient && c.TTL == 0:
 		s = fmt.Sprintf("release all of %q at %d", c.Client, c.At)
 	case c.Op == OpReleaseClient:
@@ -135,25 +153,40 @@ func (c Command) String() string {
 	if c.Request != "" {
 		s += fmt.Sprintf(" request %q", c.Request)
 	}
+	if c.Home {
+		s += " home"
+	}
+	if c.Gen != 0 {
+		s += fmt.Sprintf(" gen %d", c.Gen)
+	}
 	return s
 }
 
 // commandVersion is the first byte of an encoded Command. Version 1 had no
-// request id, version 2 no release Since, version 3 no TTL; only version 4
-// is read.
-const commandVersion = 4
+// request id, version 2 no release Since, version 3 no TTL, version 4
+// (commandVersionV4, still read) no Gen nor Home.
+const (
+	commandVersion   = 5
+	commandVersionV4 = 4
+)
 
-const flagAny = 1 << 0
+// The bits of the flags byte.
+const (
+	flagAny  = 1 << 0
+	flagHome = 1 << 1 // version 5 on
+)
 
-// AppendBinary appends the encoding of c to b: version byte (4), op byte,
-// flags byte (bit 0: Any), uvarint Freq, varint At, uvarint TTL in
-// milliseconds, uvarint len(Client) and the client bytes, uvarint
-// len(Request) and the request bytes, varint Since. It fails, wrapping
-// freqd.ErrInvalidArgument, for an unknown op, Any on other than a grant,
-// a note without a request, Since on other than a release, a TTL that is
-// invalid or on other than a grant or client release, a release-client
-// with a request or frequency, a client longer than freqd.MaxClientIDLen
-// or a request longer than freqd.MaxRequestIDLen.
+// AppendBinary appends the encoding of c to b: version byte (5), op byte,
+// flags byte (bit 0: Any, bit 1: Home), uvarint Freq, varint At, uvarint
+// TTL in milliseconds, uvarint len(Client) and the client bytes, uvarint
+// len(Request) and the request bytes, varint Since, uvarint Gen. It fails,
+// wrapping freqd.ErrInvalidArgument, for an unknown op, Any on other than
+// a grant, a note without a request or generation, Since on other than a
+// release, a TTL that is invalid or on other than a grant or client
+// release, a release-client with a request or frequency, Gen on other
+// than a note or a grant with a request, Home on other than a grant of
+// any frequency with a request and no Gen, a client longer than
+// freqd.MaxClientIDLen or a request longer than freqd.MaxRequestIDLen.
 func (c Command) AppendBinary(b []byte) ([]byte, error) {
 	if err := c.checkShape(); err != nil {
 		return b, fmt.Errorf("encode command: %w: %w", err, freqd.ErrInvalidArgument)
@@ -168,6 +201,9 @@ func (c Command) AppendBinary(b []byte) ([]byte, error) {
 	if c.Any {
 		flags |= flagAny
 	}
+	if c.Home {
+		flags |= flagHome
+	}
 	b = append(b, commandVersion, byte(c.Op), flags)
 	b = binary.AppendUvarint(b, uint64(c.Freq))
 	b = binary.AppendVarint(b, c.At)
@@ -177,6 +213,7 @@ func (c Command) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(c.Request)))
 	b = append(b, c.Request...)
 	b = binary.AppendVarint(b, c.Since)
+	b = binary.AppendUvarint(b, uint64(c.Gen))
 	return b, nil
 }
 
@@ -198,6 +235,16 @@ func (c *Command) checkShape() error {
 		return errors.New("release-client with a request id")
 	case c.Op == OpReleaseClient && c.Freq != 0:
 		return fmt.Errorf("release-client with frequency %d", c.Freq)
+	case c.Op == OpNote && c.Gen == 0:
+		return errors.New("note without a generation")
+	case c.Gen != 0 && c.Op != OpNote && c.Op != OpGrant:
+		return fmt.Errorf("gen is only for note and grant, not %v", c.Op)
+	case c.Gen != 0 && c.Op == OpGrant && c.Request == "":
+		return errors.New("gen on a grant without a request id")
+	case c.Home && (c.Op != OpGrant || !c.Any || c.Request == "" || c.Gen != 0):
+		// Only an allocate-any attempt has a home; a bound attempt is not
+		// in it. (Formatting c itself would make every Command escape.)
+		return fmt.Errorf("home is only for a grant of any frequency with a request id and no gen, not %v (any %v, gen %d)", c.Op, c.Any, c.Gen)
 	case c.TTL != 0:
 		return checkTTL(c.TTL)
 	}
@@ -206,14 +253,17 @@ func (c *Command) checkShape() error {
 
 // MarshalBinary returns the encoding of c; see AppendBinary.
 func (c Command) MarshalBinary() ([]byte, error) {
-	return c.AppendBinary(make([]byte, 0, 3+5+10+4+2+len(c.Client)+1+len(c.Request)+10))
+	return c.AppendBinary(make([]byte, 0, 3+5+10+4+2+len(c.Client)+1+len(c.Request)+10+5))
 }
 
 // UnmarshalBinary decodes exactly one Command from b, as written by
-// AppendBinary. It is strict: an unknown version, op or flag, any field
-// combination AppendBinary refuses, a frequency above MaxUint32, a TTL
-// outside MinTTL..MaxTTL (other than 0), a non-minimal varint, a client id
-// longer than freqd.MaxClientIDLen, a request id longer than
+// AppendBinary, or in version 4: no Gen and no Home flag, so Gen 0 and
+// Home false, except that a note is generation 1 (a version 4 note was
+// the request's only binding, the first). It is strict: an unknown
+// version, op or flag (the Home flag in version 4), any field combination
+// AppendBinary refuses, a frequency or Gen above MaxUint32, a TTL outside
+// MinTTL..MaxTTL (other than 0), a non-minimal varint, a client id longer
+// than freqd.MaxClientIDLen, a request id longer than
 // freqd.MaxRequestIDLen, a short buffer or trailing bytes are errors
 // wrapping freqd.ErrInvalidArgument. On error c is unchanged.
 func (c *Command) UnmarshalBinary(b []byte) error {
@@ -229,18 +279,23 @@ func decodeCommand(b []byte) (Command, error) {
 	if len(b) < 3 {
 		return Command{}, fmt.Errorf("%d bytes, too short", len(b))
 	}
-	if b[0] != commandVersion {
+	if b[0] != commandVersion && b[0] != commandVersionV4 {
 		return Command{}, fmt.Errorf("unknown version %d", b[0])
 	}
+	v5 := b[0] == commandVersion
 	c := Command{Op: Op(b[1])}
 	if !c.Op.valid() {
 		return Command{}, fmt.Errorf("unknown %v", c.Op)
 	}
-	flags := b[2]
-	if flags&^flagAny != 0 {
+	flags, known := b[2], byte(flagAny)
+	if v5 {
+		known |= flagHome
+	}
+	if flags&^known != 0 {
 		return Command{}, fmt.Errorf("unknown flags %#x", flags)
 	}
 	c.Any = flags&flagAny != 0
+	c.Home = flags&flagHome != 0
 	r := reader{b: b[3:]}
 	freq := r.uvarint("freq")
 	c.At = r.varint("at")
@@ -270,9 +325,20 @@ func decodeCommand(b []byte) (Command, error) {
 	}
 	c.Request = string(r.bytes(int(n), "request id"))
 	c.Since = r.varint("since")
+	var gen uint64
+	switch {
+	case v5:
+		gen = r.uvarint("gen")
+	case c.Op == OpNote:
+		gen = 1 // a version 4 note was a request's only binding
+	}
 	if r.err != nil {
 		return Command{}, r.err
 	}
+	if gen > math.MaxUint32 {
+		return Command{}, fmt.Errorf("gen %d is more than %d", gen, uint32(math.MaxUint32))
+	}
+	c.Gen = uint32(gen)
 	if len(r.b) != 0 {
 		return Command{}, fmt.Errorf("%d trailing bytes", len(r.b))
 	}

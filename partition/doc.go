@@ -7,7 +7,7 @@
 // # Commands
 //
 // Every change is a Command (grant one frequency, grant any frequency,
-// release one, note a request, release a client's frequencies) applied in
+// release one, bind a request, release a client's frequencies) applied in
 // order by Partition.Apply. Apply is pure,
 // synchronous and deterministic: no goroutines, clocks, randomness, map
 // iteration or I/O. The caller stamps Command.At (unix nanoseconds) before
@@ -52,11 +52,12 @@
 // may carry the client's request id (Command.Request, checked by
 // freqd.ValidateRequestID). Each partition keeps the last DedupWindow
 // (8192) request records in FIFO order; when full, recording a new request
-// evicts the oldest record. A record is either a grant (this request got
-// frequency F at time T here) or a note (this request was placed in
-// partition P: OpNote, which lets a "home" partition remember where a
-// request of its client went). Recording a request that already has a
-// record replaces it: the old one is removed and the new one appended.
+// evicts the oldest record. A record is a grant (this request got
+// frequency F at time T here), a note (this request is bound to partition
+// P at generation G: see Request bindings) or a refusal (an attempt of
+// generation G found this partition full). Recording a request that
+// already has a record replaces it: the old one is removed and the new
+// one appended.
 //
 // A grant with a request id whose grant record names a frequency the
 // client still holds with the same grant time is a retry: Apply returns
@@ -68,6 +69,28 @@
 // identifies the grant, so callers stamp At so that one client does not
 // get the same frequency twice at the same instant. Partition.Request
 // reports a request's record under the same rule.
+//
+// # Request bindings
+//
+// A request id is exact across partitions through its binding. The node
+// picks one home partition per (client, request) and tries it first with
+// Command.Home set. If the home is full it binds the request to another
+// partition q with OpNote, a compare-and-set on a generation: the note of
+// generation g is recorded only over generation g-1 (no binding is
+// generation 0), and otherwise the binding in force is returned, so
+// concurrent binders agree on one partition per generation. The node then
+// grants in q with Command.Gen g (a bound attempt). If q is full it
+// records a refusal of generation g, and the node may bind generation g+1
+// to another partition.
+//
+// No late copy of an attempt grants a second frequency while its records
+// last: a home attempt that finds a binding grants nothing and returns it
+// (Result.Noted), and a bound attempt of a generation q refused is
+// refused again, whatever q has freed since. A note over a home grant the
+// client still holds returns that grant (Dup), so the request stays in
+// the home. The records are in the window, so the guarantee lasts as long
+// as they do (DedupWindow records per partition). Apply's doc has every
+// case; it is the contract the node codes against.
 //
 // Records are keyed by xxhash.Sum64String(client + "\x00" + request),
 // not by the ids, to keep them small. We assume distinct pairs never
@@ -126,30 +149,38 @@
 //
 // # Snapshot format
 //
-// Version byte 3, then uvarints id, first, last, version, the free count
+// Version byte 4, then uvarints id, first, last, version, the free count
 // and the free queue as zig-zag deltas of offsets; the client count and for
 // each client (ascending id) its id, held count, and each held offset
 // (zig-zag delta) with its grant time (varint) and lease TTL in
 // milliseconds (uvarint, 0 for none); the request record count
 // and each record oldest first: key (8 bytes, little-endian), kind byte
-// (1 grant, 2 note), value (uvarint: frequency or partition id) and time
-// (varint; 0 for a note); then a CRC-32C of all that, little-endian.
+// (1 grant, 2 note, 3 refused), value (uvarint: frequency, partition id
+// or refused generation) and time (varint: grant time, note generation
+// 1..2³²-1, or 0 for a refusal); then a CRC-32C of all that,
+// little-endian.
 // Restore is strict: it rejects a bad checksum, non-minimal varints,
 // unsorted or duplicate clients, any frequency missing or present twice,
 // more than DedupWindow records, duplicate record keys, unknown kinds,
-// grant records outside the range, TTLs neither 0 nor in MinTTL..MaxTTL,
-// and trailing bytes, all wrapping freqd.ErrInvalidArgument. Version 2
-// (the same without TTLs) is read as no frequency leased; Snapshot always
-// writes version 3. Version 1 (no window) is not read.
+// grant records outside the range, notes of generation 0, refusals of
+// generation 0 or with a time, TTLs neither 0 nor in MinTTL..MaxTTL, and
+// trailing bytes, all wrapping freqd.ErrInvalidArgument. Version 3 (no
+// refusals, and a note's time is 0) is read with every note at
+// generation 1, its only binding then; version 2 (version 3 without
+// TTLs) likewise, and as no frequency leased. Snapshot always writes
+// version 4. Version 1 (no window) is not read.
 //
 // # Command encoding
 //
 // Commands travel from the primary to the replicas as Command.MarshalBinary
-// bytes: version byte 4, op (1 grant, 2 release, 3 note, 4
-// release-client), flags (bit 0: Any), uvarint Freq, varint At, uvarint
-// TTL in milliseconds (non-zero only on a grant or a client release),
-// then the client id and the request id, each a uvarint length and its
-// bytes, and varint Since (non-zero only on a release). The decoder is as
-// strict as Restore; it reads only version 4, as older encodings were
-// never persisted.
+// bytes: version byte 5, op (1 grant, 2 release, 3 note, 4
+// release-client), flags (bit 0: Any, bit 1: Home), uvarint Freq, varint
+// At, uvarint TTL in milliseconds (non-zero only on a grant or a client
+// release), then the client id and the request id, each a uvarint length
+// and its bytes, varint Since (non-zero only on a release) and uvarint
+// Gen (non-zero only on a note, where it is required, or a grant with a
+// request id). The decoder is as strict as Restore. It also reads version
+// 4, the same without Gen and the Home flag, as Gen 0 except on a note,
+// read as generation 1 (its only binding then); older encodings were
+// never persisted and are not read.
 package partition

@@ -171,7 +171,7 @@ func TestGrantTTL(t *testing.T) {
 		{cmd: Command{Op: OpGrant, Client: "b", Any: true, At: 62, TTL: time.Second + time.Nanosecond}, err: "ttl 1.000000001s", f: 12},
 		{cmd: Command{Op: OpGrant, Client: "b", Any: true, At: 62, TTL: -time.Second}, err: "ttl -1s", f: 12},
 		{cmd: Command{Op: OpRelease, Client: "a", Freq: 10, TTL: time.Second}, err: "ttl is only for grant and release-client, not release", f: 10, ttl: 90 * time.Second},
-		{cmd: Command{Op: OpNote, Client: "a", Request: "n", Freq: 1, TTL: time.Second}, err: "ttl is only for grant and release-client, not note", f: 10, ttl: 90 * time.Second},
+		{cmd: Command{Op: OpNote, Client: "a", Request: "n", Freq: 1, Gen: 1, TTL: time.Second}, err: "ttl is only for grant and release-client, not note", f: 10, ttl: 90 * time.Second},
 		{cmd: grantTTL("b", 12, MinTTL), want: Result{Freq: 12, Since: 12}, changed: true, f: 12, ttl: MinTTL},
 		{cmd: release("a", 10), want: Result{Freq: 10, Since: 10}, changed: true, f: 10},
 		// A new grant of the released frequency has its own TTL.

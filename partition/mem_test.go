@@ -83,7 +83,7 @@ func TestMemoryWindow(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	p := New(0, 0, 0)
 	for i := range DedupWindow {
-		p.Apply(Command{Op: OpNote, Client: "c", Request: strconv.Itoa(i), Freq: 1})
+		p.Apply(Command{Op: OpNote, Client: "c", Request: strconv.Itoa(i), Freq: 1, Gen: 1})
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

@@ -20,17 +20,24 @@ const none = ^uint32(0)
 
 // Result is the outcome of Apply. On success Freq is the frequency granted
 // or released and Since its grant time (for a release, the time of the
-// grant being ended); for OpNote, Freq is the target partition; for
-// OpReleaseClient, Freq is the number of frequencies released (maybe 0)
-// and Since is 0. Dup is set when a grant was answered from the request
-// window: a retry of a grant already made, with nothing changed. On
-// failure Err wraps a freqd sentinel and Freq, Since and Dup are zero.
+// grant being ended); for OpReleaseClient, Freq is the number of
+// frequencies released (maybe 0) and Since is 0. Dup is set when a grant
+// was answered from the request window: a retry of a grant already made,
+// with nothing changed. For OpNote, Freq and Since are the partition and
+// generation of the request's binding after the command, whether this
+// note set it or an earlier one won; or, with Dup, the home partition
+// already granted the request, and Freq and Since are that grant. Noted
+// is set when a home attempt (Command.Home) found the request bound to
+// another partition: Freq is that partition, Since the binding's
+// generation, and nothing changed. On failure Err wraps a freqd sentinel
+// and Freq, Since, Dup and Noted are zero. Apply's doc lists every case.
 //
-// Dup sits next to Freq so Result stays 32 bytes: larger, the compiler
-// returns it through memory, which costs a grant about 30 ns.
+// Dup and Noted sit next to Freq so Result stays 32 bytes: larger, the
+// compiler returns it through memory, which costs a grant about 30 ns.
 type Result struct {
 	Freq  uint32
 	Dup   bool
+	Noted bool
 	Since int64
 	Err   error
 }
@@ -125,10 +132,12 @@ func (p *Partition) Held() int { return len(p.holder) - p.free }
 func (p *Partition) Clients() int { return len(p.index) }
 
 // Version returns the number of commands that changed the state
-// (successful grants and releases, notes, and client releases that
-// released at least one frequency; not failures, idempotent re-grants,
-// grants answered from the request window nor client releases that
-// released nothing).
+// (successful grants and releases, notes that set a binding, bound
+// attempts that recorded a refusal, and client releases that released at
+// least one frequency; not other failures, idempotent re-grants, grants
+// answered from the request window, home attempts answered with a
+// binding, notes that lost their compare-and-set, nor client releases
+// that released nothing).
 // Two reads with the same Version saw the same state, which is how a
 // caller proves the partition was full at one instant.
 func (p *Partition) Version() uint64 { return p.version }
@@ -148,15 +157,45 @@ func (p *Partition) Version() uint64 { return p.version }
 //     and nothing changes. Otherwise the grant is applied as above, and a
 //     grant that changed the state records {frequency, grant time} for
 //     the request, replacing any older record of it; failures and
-//     idempotent re-grants record nothing.
+//     idempotent re-grants record nothing, except a refusal below.
+//   - Home attempt (Home: a grant of Any with a Request and Gen 0, in the
+//     request's home partition): if the window holds a note (a binding)
+//     of (Client, Request), nothing changes and the result is {Noted,
+//     Freq: the bound partition, Since: its generation}. Otherwise it is
+//     a grant with a Request as above. A home attempt never records a
+//     refusal: when it fails with freqd.ErrNoFrequency the caller binds
+//     the request elsewhere with OpNote.
+//   - Bound attempt (a grant with a Request and Gen ≥ 1, in the partition
+//     the binding of generation Gen names): a grant record still held is
+//     a Dup as above. Else, if the window holds a refused record of
+//     generation Gen or later, freqd.ErrNoFrequency ("request ... refused
+//     for generation N") and nothing changes: a late copy of an attempt
+//     this partition refused never grants, even when frequencies have
+//     since been freed. Else the grant is applied and recorded as above;
+//     if it fails with freqd.ErrNoFrequency, a refused record of Gen
+//     replaces any record of the request, Version goes up, and the result
+//     is that freqd.ErrNoFrequency. Other failures record nothing.
 //   - Release of Freq: held by the client, it joins the back of the free
 //     queue; free, freqd.ErrNotHeld; held by another, freqd.ErrNotHolder.
 //     With a non-zero Since, held by the client under a grant made at
 //     another time, freqd.ErrNotHeld (that grant has ended). No failure
 //     changes anything. Request is ignored.
-//   - Note: records in the window that Request of Client was placed in
-//     partition Freq, replacing any record of that request; the result
-//     is Freq, and Version goes up.
+//   - Note (a compare-and-set of the binding of Request of Client to
+//     partition Freq at generation Gen ≥ 1): let the current binding be
+//     the note the window holds for the request, or generation 0 if it
+//     holds none (no record, a refused record, or a grant record whose
+//     frequency Client no longer holds). If the current generation is
+//     Gen-1, the note {partition Freq, generation Gen} replaces any record
+//     of the request, Version goes up and the result is {Freq, Since:
+//     Gen}. Else, with a note of any other generation (Gen itself
+//     included: a concurrent binder won), nothing changes and the result
+//     is the binding in force, {Freq: its partition, Since: its
+//     generation}: the caller proceeds with it whatever it proposed. Else, with a grant record whose frequency Client still
+//     holds (the home granted the request itself), nothing changes and
+//     the result is that grant with Dup set. Else (no binding, Gen ≥ 2)
+//     nothing changes and the error wraps freqd.ErrUnavailable: the
+//     caller read a binding that is gone (evicted from the window) and
+//     retries from a fresh read.
 //   - Release-client: with TTL 0 every frequency Client holds, with a TTL
 //     every one it holds with a lease TTL of 1..TTL (not those without a
 //     lease), is released in grant order, each joining the back of the
@@ -167,7 +206,9 @@ func (p *Partition) Version() uint64 { return p.version }
 //   - An empty or oversized Client: freqd.ErrInvalidClientID. An unknown
 //     op, Any on other than a grant, Since on other than a release, an
 //     invalid TTL (see Command.TTL) or one on other than a grant or
-//     release-client, an oversized Request, a note without one, or a
+//     release-client, an oversized Request, a note without one or without
+//     a Gen, Gen on other than a note or a grant with a Request, Home on
+//     other than a grant of Any with a Request and Gen 0, or a
 //     release-client with a Request or Freq: freqd.ErrInvalidArgument.
 //
 // Recording a request when the window already holds DedupWindow records
@@ -189,27 +230,74 @@ func (p *Partition) Apply(c Command) Result {
 		if c.Request == "" {
 			return p.grantPlain(&c)
 		}
-		key := requestKey(c.Client, c.Request)
-		if slot, ok := p.window.lookup(key); ok {
-			if r := &p.window.recs[slot]; r.kind == RecordGrant && p.holds(c.Client, r.value, r.since) {
-				return Result{Freq: r.value, Since: r.since, Dup: true}
-			}
-		}
-		v := p.version
-		res := p.grantPlain(&c)
-		if res.Err == nil && p.version != v {
-			p.window.put(key, RecordGrant, res.Freq, res.Since)
-		}
-		return res
+		return p.grantRequest(&c)
 	case OpRelease:
 		return p.release(&c)
 	case OpReleaseClient:
 		return p.releaseClient(&c)
 	default: // OpNote
-		p.window.put(requestKey(c.Client, c.Request), RecordNote, c.Freq, 0)
-		p.version++
-		return Result{Freq: c.Freq}
+		return p.note(&c)
 	}
+}
+
+// grantRequest applies a grant with a request id: a retry, a home attempt
+// or a bound attempt (see Apply).
+func (p *Partition) grantRequest(c *Command) Result {
+	key := requestKey(c.Client, c.Request)
+	if slot, ok := p.window.lookup(key); ok {
+		r := &p.window.recs[slot]
+		switch {
+		case r.kind == RecordGrant && p.holds(c.Client, r.value, r.since):
+			return Result{Freq: r.value, Since: r.since, Dup: true}
+		case r.kind == RecordNote && c.Home:
+			return Result{Freq: r.value, Since: r.since, Noted: true}
+		case r.kind == RecordRefused && c.Gen != 0 && r.value >= c.Gen:
+			return p.fail(fmt.Sprintf("request %q of %q refused for generation %d (refused up to generation %d)",
+				c.Request, c.Client, c.Gen, r.value), freqd.ErrNoFrequency)
+		}
+	}
+	// A bound attempt that finds the partition full is refused for good,
+	// so a late copy of it cannot grant once frequencies are freed. Only a
+	// grant of any frequency fails for want of one.
+	if c.Gen != 0 && c.Any && p.freeHead == none {
+		p.window.put(key, RecordRefused, c.Gen, 0)
+		p.version++
+		return p.fail(fmt.Sprintf("all %d frequencies held: request %q of %q refused for generation %d",
+			len(p.holder), c.Request, c.Client, c.Gen), freqd.ErrNoFrequency)
+	}
+	v := p.version
+	res := p.grantPlain(c)
+	if res.Err == nil && p.version != v {
+		p.window.put(key, RecordGrant, res.Freq, res.Since)
+	}
+	return res
+}
+
+// note applies OpNote, a compare-and-set of the request's binding
+// generation (see Apply): generations make two attempts to rebind one
+// request race safely, only one of them binding each generation.
+func (p *Partition) note(c *Command) Result {
+	key := requestKey(c.Client, c.Request)
+	cur := uint32(0) // the binding's generation; 0 for none
+	if slot, ok := p.window.lookup(key); ok {
+		r := &p.window.recs[slot]
+		switch {
+		case r.kind == RecordNote:
+			cur = uint32(r.since)
+			if cur != c.Gen-1 {
+				return Result{Freq: r.value, Since: r.since}
+			}
+		case r.kind == RecordGrant && p.holds(c.Client, r.value, r.since):
+			return Result{Freq: r.value, Since: r.since, Dup: true}
+		}
+	}
+	if cur != c.Gen-1 {
+		return p.fail(fmt.Sprintf("binding of request %q of %q is at generation %d, not %d; retry",
+			c.Request, c.Client, cur, c.Gen-1), freqd.ErrUnavailable)
+	}
+	p.window.put(key, RecordNote, c.Freq, int64(c.Gen))
+	p.version++
+	return Result{Freq: c.Freq, Since: int64(c.Gen)}
 }
 
 // grantPlain applies a grant without looking at the request window.

@@ -237,7 +237,9 @@ func randomTTL(rng *rand.Rand) time.Duration {
 // randomCommand draws a command biased towards interesting cases: request
 // ids from a small set, so retries and replaced records are common; lease
 // TTLs from a small set, so client releases by TTL split a client's
-// frequencies.
+// frequencies; home attempts, bound attempts and notes of generations
+// 1-3 (and rarely 0 or misplaced), so bindings race, lose, advance and
+// are refused.
 func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
 	c := Command{Client: testClients[rng.IntN(len(testClients))], At: at}
 	if rng.IntN(3) > 0 {
@@ -277,6 +279,26 @@ func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
 	default:
 		c.Op, c.Any = OpRelease, true
 	}
+	switch {
+	case c.Op == OpGrant && c.Request != "":
+		switch rng.IntN(8) {
+		case 0, 1, 2:
+			c.Home = c.Any || rng.IntN(8) == 0 // rarely on a specific grant
+		case 3, 4, 5:
+			c.Gen = uint32(1 + rng.IntN(3))
+		}
+	case c.Op == OpNote:
+		c.Gen = uint32(1 + rng.IntN(3))
+		if rng.IntN(30) == 0 {
+			c.Gen = 0
+		}
+	}
+	switch rng.IntN(200) {
+	case 0:
+		c.Gen = 1 // valid only on a note or a grant with a request
+	case 1:
+		c.Home = true // valid only on a home attempt
+	}
 	return c
 }
 
@@ -286,13 +308,38 @@ func randomCommand(rng *rand.Rand, first, last uint32, at int64) Command {
 func TestModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(42, 7))
 	var all, expired, partial, none int // client release outcomes
+	// Binding outcomes: a home attempt answered with its binding; a bound
+	// attempt refused (recorded), refused again, refused again although
+	// frequencies are free (a late copy); a note that set the binding,
+	// lost to another, met a home grant, or found no binding to advance.
+	var noted, refused, again, late, set, lost, dup, unavailable int
 	for iter := range 200 {
 		first := uint32(1 + rng.IntN(1000))
 		last := first + uint32(rng.IntN(20))
 		p, r := New(iter, first, last), newRef(iter, first, last)
 		for i := range 300 {
 			c := randomCommand(rng, first, last, int64(i))
+			v := p.Version()
 			res := step(t, p, r, c)
+			changed := p.Version() != v
+			switch {
+			case res.Noted:
+				noted++
+			case c.Op == OpGrant && c.Gen > 0 && errors.Is(res.Err, freqd.ErrNoFrequency) && changed:
+				refused++
+			case c.Op == OpGrant && c.Gen > 0 && errors.Is(res.Err, freqd.ErrNoFrequency) && p.Free() > 0:
+				late++
+			case c.Op == OpGrant && c.Gen > 0 && errors.Is(res.Err, freqd.ErrNoFrequency):
+				again++
+			case c.Op == OpNote && errors.Is(res.Err, freqd.ErrUnavailable):
+				unavailable++
+			case c.Op == OpNote && res.Err == nil && res.Dup:
+				dup++
+			case c.Op == OpNote && res.Err == nil && changed:
+				set++
+			case c.Op == OpNote && res.Err == nil:
+				lost++
+			}
 			if c.Op == OpReleaseClient && res.Err == nil {
 				switch {
 				case res.Freq == 0:
@@ -315,6 +362,11 @@ func TestModel(t *testing.T) {
 	if all < 50 || expired < 20 || partial < 20 || none < 20 {
 		t.Fatal("the random commands no longer cover client releases well")
 	}
+	t.Logf("bindings: %d noted, %d refused, %d refused again, %d late copies refused, notes %d set, %d lost, %d dup, %d unavailable",
+		noted, refused, again, late, set, lost, dup, unavailable)
+	if noted < 20 || refused < 20 || again < 10 || late < 10 || set < 50 || lost < 20 || dup < 10 || unavailable < 20 {
+		t.Fatal("the random commands no longer cover bindings well")
+	}
 }
 
 // TestDeterminism feeds two partitions the same commands, and a third that
@@ -327,8 +379,8 @@ func TestDeterminism(t *testing.T) {
 	for i := range 5000 {
 		cmd := randomCommand(rng, 1000, 1063, int64(i)*1e6)
 		ra, rb, rc := a.Apply(cmd), b.Apply(cmd), c.Apply(cmd)
-		if ra.Freq != rb.Freq || ra.Since != rb.Since || (ra.Err == nil) != (rb.Err == nil) ||
-			ra.Freq != rc.Freq || ra.Since != rc.Since || (ra.Err == nil) != (rc.Err == nil) {
+		if ra.Freq != rb.Freq || ra.Since != rb.Since || ra.Dup != rb.Dup || ra.Noted != rb.Noted || (ra.Err == nil) != (rb.Err == nil) ||
+			ra.Freq != rc.Freq || ra.Since != rc.Since || ra.Dup != rc.Dup || ra.Noted != rc.Noted || (ra.Err == nil) != (rc.Err == nil) {
 			t.Fatalf("step %d %v: results %+v %+v %+v", i, cmd, ra, rb, rc)
 		}
 		if i%500 == 250 {
@@ -469,8 +521,8 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 // TestRestoreRejects builds corrupt bodies with a valid checksum, so the
-// structural checks (not the CRC) must catch them. Bodies are version 3
-// unless the case says v2.
+// structural checks (not the CRC) must catch them. Bodies are version 4
+// unless the case says v2 or v3.
 func TestRestoreRejects(t *testing.T) {
 	u := func(vs ...uint64) []byte {
 		var b []byte
@@ -490,20 +542,21 @@ func TestRestoreRejects(t *testing.T) {
 	hdrV := func(v byte, first, last, version, nfree uint64) []byte {
 		return cat([]byte{v}, u(0, first, last, version, nfree))
 	}
-	hdr := func(first, last, version, nfree uint64) []byte { return hdrV(3, first, last, version, nfree) }
-	// held is one held frequency in version 3: offset delta, grant time,
-	// TTL in ms.
+	hdr := func(first, last, version, nfree uint64) []byte { return hdrV(4, first, last, version, nfree) }
+	// held is one held frequency in version 3 or 4: offset delta, grant
+	// time, TTL in ms.
 	held := func(d, since int64, ttl uint64) []byte { return cat(z(d, since), u(ttl)) }
 	key := func(k uint64) []byte { return binary.LittleEndian.AppendUint64(nil, k) }
 	rec := func(k uint64, kind byte, value uint64, since int64) []byte {
 		return cat(key(k), []byte{kind}, u(value), z(since))
 	}
 	// oneHeld is a body up to the window: 10-12, 11 held by "a" since 77
-	// with a 5s lease, version 5.
+	// with a 5s lease, version 5; oneHeldV3 is the same in format 3.
 	oneHeld := cat(hdr(10, 12, 5, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 5000))
+	oneHeldV3 := cat(hdrV(3, 10, 12, 5, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 5000))
 	many := u(DedupWindow + 1)
 	for i := range DedupWindow + 1 {
-		many = append(many, rec(uint64(i), 2, 1, 0)...)
+		many = append(many, rec(uint64(i), 2, 1, 1)...)
 	}
 	tests := []struct {
 		name, want string
@@ -513,12 +566,15 @@ func TestRestoreRejects(t *testing.T) {
 		{"valid all free", "", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
 		{"valid one held", "", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(1), held(3, 77, 0)), nil},
 		{"valid leases", "", cat(hdr(10, 12, 3, 0), u(2, 1), []byte("a"), u(2), held(3, 77, 1000), held(-2, 78, 86_400_000), u(1), []byte("b"), u(1), held(2, 79, 0)), nil},
-		{"valid window", "", oneHeld, cat(u(3), rec(7, 1, 11, 77), rec(1<<63, 2, 4, 0), rec(9, 1, 12, -3))},
-		{"valid window note max", "", oneHeld, cat(u(1), rec(7, 2, math.MaxUint32, 0))},
+		{"valid window", "", oneHeld, cat(u(4), rec(7, 1, 11, 77), rec(1<<63, 2, 4, 1), rec(9, 1, 12, -3), rec(8, 3, 2, 0))},
+		{"valid window note max", "", oneHeld, cat(u(1), rec(7, 2, math.MaxUint32, math.MaxUint32))},
+		{"valid window refused max", "", oneHeld, cat(u(2), rec(7, 3, math.MaxUint32, 0), rec(8, 3, 1, 0))},
+		{"valid v3 window", "", oneHeldV3, cat(u(3), rec(7, 1, 11, 77), rec(1<<63, 2, 4, 0), rec(8, 2, 0, 0))},
 		{"valid v2 all free", "", cat(hdrV(2, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
 		{"valid v2 held", "", cat(hdrV(2, 10, 12, 3, 0), u(2, 1), []byte("a"), u(2), z(3, 77), z(-2, 78), u(1), []byte("b"), u(1), z(2, 79)), cat(u(1), rec(7, 1, 11, 77))},
 		{"bad version 1", "unknown version 1", cat(hdrV(1, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
-		{"bad version 4", "unknown version 4", cat(hdrV(4, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"bad version 5", "unknown version 5", cat(hdrV(5, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"bad version 0", "unknown version 0", cat(hdrV(0, 10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
 		{"ttl below min", "frequency 11: lease ttl 999 ms is neither 0 nor in 1s..24h0m0s", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 999)), nil},
 		{"ttl above max", "lease ttl 86400001 ms", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 86_400_001)), nil},
 		{"ttl too big", "lease ttl 18446744073709551615 ms", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, math.MaxUint64)), nil},
@@ -530,16 +586,27 @@ func TestRestoreRejects(t *testing.T) {
 		{"window short", "does not fit", oneHeld, cat(u(2), rec(7, 1, 11, 77))},
 		{"window record truncated", "request time: unexpected end", oneHeld, cat(u(1), rec(7, 1, 11, 1<<62)[:15])},
 		{"window missing", "request count: unexpected end", oneHeld, []byte{}},
-		{"version below records", "version 1 is below the 2 request records", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 0)), cat(u(2), rec(1, 2, 0, 0), rec(2, 2, 0, 0))},
-		{"duplicate key", "appears twice", oneHeld, cat(u(2), rec(7, 2, 1, 0), rec(7, 1, 11, 77))},
+		{"version below records", "version 1 is below the 2 request records", cat(hdr(10, 12, 1, 2), z(1, 2), u(1, 1), []byte("a"), u(1), held(2, 77, 0)), cat(u(2), rec(1, 2, 0, 1), rec(2, 2, 0, 1))},
+		{"duplicate key", "appears twice", oneHeld, cat(u(2), rec(7, 2, 1, 1), rec(7, 1, 11, 77))},
+		{"duplicate key of a refusal", "appears twice", oneHeld, cat(u(2), rec(7, 3, 1, 0), rec(7, 2, 1, 1))},
 		{"kind zero", "unknown record kind(0)", oneHeld, cat(u(1), rec(7, 0, 11, 77))},
-		{"kind three", "unknown record kind(3)", oneHeld, cat(u(1), rec(7, 3, 11, 77))},
+		{"kind four", "unknown record kind(4)", oneHeld, cat(u(1), rec(7, 4, 11, 77))},
+		{"v3 refused", "unknown record refused in a version 3 snapshot", oneHeldV3, cat(u(1), rec(7, 3, 1, 0))},
+		{"v2 refused", "unknown record refused in a version 2 snapshot", cat(hdrV(2, 10, 12, 1, 3), z(1, 1, 1), u(0)), cat(u(1), rec(7, 3, 1, 0))},
 		{"grant below range", "grant record of frequency 9 outside 10-12", oneHeld, cat(u(1), rec(7, 1, 9, 77))},
 		{"grant above range", "grant record of frequency 13 outside 10-12", oneHeld, cat(u(1), rec(7, 1, 13, 77))},
-		{"note with time", "note record with time 5", oneHeld, cat(u(1), rec(7, 2, 1, 5))},
-		{"note value too big", "value 4294967296", oneHeld, cat(u(1), rec(7, 2, 1<<32, 0))},
-		{"non-minimal record value", "non-minimal", oneHeld, cat(u(1), key(7), []byte{2, 0x80, 0x00}, z(0))},
-		{"trailing after window", "1 trailing bytes", oneHeld, cat(u(1), rec(7, 2, 1, 0), []byte{0})},
+		{"note of generation 0", "note record with generation 0, not in 1..4294967295", oneHeld, cat(u(1), rec(7, 2, 1, 0))},
+		{"note of negative generation", "note record with generation -1", oneHeld, cat(u(1), rec(7, 2, 1, -1))},
+		{"note generation too big", "note record with generation 4294967296", oneHeld, cat(u(1), rec(7, 2, 1, 1<<32))},
+		{"v3 note with time", "note record with time 5", oneHeldV3, cat(u(1), rec(7, 2, 1, 5))},
+		{"v3 note with time 1", "note record with time 1", oneHeldV3, cat(u(1), rec(7, 2, 1, 1))},
+		{"refused generation 0", "refused record of generation 0 with time 0", oneHeld, cat(u(1), rec(7, 3, 0, 0))},
+		{"refused with time", "refused record of generation 2 with time 5", oneHeld, cat(u(1), rec(7, 3, 2, 5))},
+		{"refused generation too big", "value 4294967296", oneHeld, cat(u(1), rec(7, 3, 1<<32, 0))},
+		{"note value too big", "value 4294967296", oneHeld, cat(u(1), rec(7, 2, 1<<32, 1))},
+		{"non-minimal record value", "non-minimal", oneHeld, cat(u(1), key(7), []byte{2, 0x80, 0x00}, z(1))},
+		{"non-minimal note generation", "request time: non-minimal", oneHeld, cat(u(1), key(7), []byte{2, 1, 0x82, 0x00})},
+		{"trailing after window", "1 trailing bytes", oneHeld, cat(u(1), rec(7, 2, 1, 1), []byte{0})},
 		{"reversed range", "bad range", cat(hdr(12, 10, 0, 3), z(1, 1, 1), u(0)), nil},
 		{"range too big for input", "does not fit", cat(hdr(0, 1000, 0, 1), z(1), u(0)), nil},
 		{"missing frequency", "neither free nor held", cat(hdr(10, 12, 1, 2), z(1, 1), u(0)), nil},
@@ -547,7 +614,7 @@ func TestRestoreRejects(t *testing.T) {
 		{"free out of range", "out of range", cat(hdr(10, 12, 0, 3), z(1, 1, 5), u(0)), nil},
 		{"negative offset", "out of range", cat(hdr(10, 12, 0, 3), z(-3, 1, 1), u(0)), nil},
 		{"trailing", "trailing", cat(hdr(10, 12, 0, 3), z(1, 1, 1), u(0), []byte{0}), nil},
-		{"non-minimal varint", "non-minimal", cat([]byte{3}, []byte{0x80, 0x00}, u(10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
+		{"non-minimal varint", "non-minimal", cat([]byte{4}, []byte{0x80, 0x00}, u(10, 12, 0, 3), z(1, 1, 1), u(0)), nil},
 		{"empty client id", "id length 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 0), u(1), held(1, 77, 0)), nil},
 		{"client holds nothing", "held count 0", cat(hdr(10, 12, 1, 2), z(1, 1), u(1, 1), []byte("a"), u(0)), nil},
 		{"version below held", "version 0 is below", cat(hdr(10, 12, 0, 2), z(1, 1), u(1, 1), []byte("a"), u(1), held(1, 77, 0)), nil},
@@ -575,22 +642,28 @@ func TestRestoreRejects(t *testing.T) {
 					t.Fatal(err)
 				}
 				again, _ := p.Snapshot()
-				if b[0] == 3 {
+				if b[0] == snapshotVersion {
 					if string(again) != string(b) {
 						t.Fatalf("re-snapshot differs:\n%x\n%x", again, b)
 					}
 					return
 				}
-				// Version 2: no leases; the snapshot is version 3 and
+				// Version 2 has no leases; in versions 2 and 3 every
+				// note is generation 1. The snapshot is version 4 and
 				// restores to the same state.
 				for f := uint64(p.First()); f <= uint64(p.Last()); f++ {
-					if ttl := p.TTL(uint32(f)); ttl != 0 {
+					if ttl := p.TTL(uint32(f)); ttl != 0 && b[0] == snapshotVersionV2 {
 						t.Fatalf("v2 snapshot restored with TTL(%d) = %v", f, ttl)
 					}
 				}
+				for _, x := range windowOf(p) {
+					if x.kind == RecordNote && x.since != 1 {
+						t.Fatalf("v%d note restored at generation %d, want 1", b[0], x.since)
+					}
+				}
 				q, err := Restore(again)
-				if again[0] != 3 || err != nil || !q.Equal(p) {
-					t.Fatalf("re-snapshot of a v2 snapshot: version %d, %v, equal %v", again[0], err, err == nil && q.Equal(p))
+				if again[0] != snapshotVersion || err != nil || !q.Equal(p) {
+					t.Fatalf("re-snapshot of a v%d snapshot: version %d, %v, equal %v", b[0], again[0], err, err == nil && q.Equal(p))
 				}
 				return
 			}

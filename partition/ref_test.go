@@ -16,7 +16,8 @@ import (
 // ref is a naive reference model of a partition: a free slice used as a
 // FIFO queue, a map of holdings (with their lease TTLs), each client's
 // grants in order, and the request window as a slice, oldest first,
-// searched linearly.
+// searched linearly, holding grants, bindings (notes with their
+// generation) and refusals.
 type ref struct {
 	id          int
 	first, last uint32
@@ -81,10 +82,40 @@ func (r *ref) request(client, request string) (Record, bool) {
 		return Record{}, false
 	}
 	rec := r.window[i]
-	if h, ok := r.held[rec.value]; rec.kind == RecordGrant && !(ok && h.is(client, rec.since)) {
+	if rec.kind == RecordGrant && !r.heldGrant(client, rec) {
 		return Record{}, false
 	}
 	return Record{Kind: rec.kind, Value: rec.value, Since: rec.since}, true
+}
+
+// heldGrant reports whether rec is a grant record whose frequency client
+// still holds under that grant.
+func (r *ref) heldGrant(client string, rec refRec) bool {
+	h, ok := r.held[rec.value]
+	return rec.kind == RecordGrant && ok && h.is(client, rec.since)
+}
+
+// record returns the window record of (client, request).
+func (r *ref) record(client, request string) (refRec, bool) {
+	if i := r.find(refKey(client, request)); i >= 0 {
+		return r.window[i], true
+	}
+	return refRec{}, false
+}
+
+// refShapeOK is the reference rule for Gen and Home: Gen only on a note
+// (where it is required) or a grant with a request; Home only on a grant
+// of any frequency with a request and no Gen.
+func refShapeOK(c Command) bool {
+	switch {
+	case c.Op == OpNote && c.Gen == 0:
+		return false
+	case c.Gen != 0 && !(c.Op == OpNote || c.Op == OpGrant && c.Request != ""):
+		return false
+	case c.Home && !(c.Op == OpGrant && c.Any && c.Request != "" && c.Gen == 0):
+		return false
+	}
+	return true
 }
 
 func newRef(id int, first, last uint32) *ref {
@@ -100,7 +131,7 @@ func (r *ref) apply(c Command) Result {
 	if c.Client == "" || len(c.Client) > freqd.MaxClientIDLen {
 		return Result{Err: freqd.ErrInvalidClientID}
 	}
-	if len(c.Request) > freqd.MaxRequestIDLen || !refTTLOK(c) {
+	if len(c.Request) > freqd.MaxRequestIDLen || !refTTLOK(c) || !refShapeOK(c) {
 		return Result{Err: freqd.ErrInvalidArgument}
 	}
 	switch {
@@ -111,23 +142,41 @@ func (r *ref) apply(c Command) Result {
 		return Result{Freq: r.releaseClient(c.Client, c.TTL)}
 	case c.Op == OpGrant && c.Request != "":
 		key := refKey(c.Client, c.Request)
-		if i := r.find(key); i >= 0 {
-			if rec := r.window[i]; rec.kind == RecordGrant && r.held[rec.value].is(c.Client, rec.since) {
-				return Result{Freq: rec.value, Since: rec.since, Dup: true}
-			}
+		rec, ok := r.record(c.Client, c.Request)
+		switch {
+		case ok && r.heldGrant(c.Client, rec):
+			return Result{Freq: rec.value, Since: rec.since, Dup: true}
+		case ok && c.Home && rec.kind == RecordNote:
+			return Result{Freq: rec.value, Since: rec.since, Noted: true}
+		case ok && c.Gen > 0 && rec.kind == RecordRefused && rec.value >= c.Gen:
+			return Result{Err: freqd.ErrNoFrequency}
 		}
 		v := r.version
 		plain := c
-		plain.Request = ""
+		plain.Request, plain.Gen, plain.Home = "", 0, false
 		res := r.apply(plain)
-		if res.Err == nil && r.version != v {
+		switch {
+		case res.Err == nil && r.version != v:
 			r.put(refRec{key: key, kind: RecordGrant, value: res.Freq, since: res.Since})
+		case c.Gen > 0 && res.Err == freqd.ErrNoFrequency:
+			r.put(refRec{key: key, kind: RecordRefused, value: c.Gen})
+			r.version++
 		}
 		return res
 	case c.Op == OpNote && !c.Any && c.Request != "":
-		r.put(refRec{key: refKey(c.Client, c.Request), kind: RecordNote, value: c.Freq})
+		// The binding's generation: a note's, else 0.
+		rec, ok := r.record(c.Client, c.Request)
+		switch {
+		case ok && rec.kind == RecordNote && rec.since+1 != int64(c.Gen):
+			return Result{Freq: rec.value, Since: rec.since}
+		case ok && r.heldGrant(c.Client, rec):
+			return Result{Freq: rec.value, Since: rec.since, Dup: true}
+		case !(ok && rec.kind == RecordNote) && c.Gen != 1:
+			return Result{Err: freqd.ErrUnavailable}
+		}
+		r.put(refRec{key: refKey(c.Client, c.Request), kind: RecordNote, value: c.Freq, since: int64(c.Gen)})
 		r.version++
-		return Result{Freq: c.Freq}
+		return Result{Freq: c.Freq, Since: int64(c.Gen)}
 	}
 	f, since, err := r.applyPlain(c)
 	return Result{Freq: f, Since: since, Err: err}
@@ -270,6 +319,7 @@ func (r *ref) grant(f uint32, c Command) {
 var sentinels = []error{
 	freqd.ErrNoFrequency, freqd.ErrNotHeld, freqd.ErrNotHolder, freqd.ErrAlreadyHeld,
 	freqd.ErrOutOfRange, freqd.ErrInvalidClientID, freqd.ErrInvalidArgument,
+	freqd.ErrUnavailable,
 }
 
 // sentinelOf returns the one sentinel err wraps, nil for nil.
@@ -386,8 +436,9 @@ func step(t testing.TB, p *Partition, r *ref, c Command) Result {
 	if got := sentinelOf(res.Err); got != want.Err {
 		t.Fatalf("%v: error %v (%v), reference %v", c, res.Err, got, want.Err)
 	}
-	if res.Freq != want.Freq || res.Since != want.Since || res.Dup != want.Dup {
-		t.Fatalf("%v: got freq %d since %d dup %v, reference %d %d %v", c, res.Freq, res.Since, res.Dup, want.Freq, want.Since, want.Dup)
+	if res.Freq != want.Freq || res.Since != want.Since || res.Dup != want.Dup || res.Noted != want.Noted {
+		t.Fatalf("%v: got freq %d since %d dup %v noted %v, reference %d %d %v %v",
+			c, res.Freq, res.Since, res.Dup, res.Noted, want.Freq, want.Since, want.Dup, want.Noted)
 	}
 	return res
 }

@@ -14,9 +14,12 @@ import (
 
 // snapshotVersion is the first byte of a snapshot Snapshot writes.
 // Version 1 had no request window and was never persisted, and is not
-// read; version 2 has no TTLs and is read as holding no leases.
+// read; version 2 has no TTLs and is read as holding no leases; versions
+// 2 and 3 have no refused records nor note generations, and a note there
+// (time 0) is read as generation 1, the request's first binding.
 const (
-	snapshotVersion   = 3
+	snapshotVersion   = 4
+	snapshotVersionV3 = 3
 	snapshotVersionV2 = 2
 )
 
@@ -29,7 +32,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Snapshot returns the full state of p: id, range, version, the free queue
 // in order, every client with its frequencies in grant order and their
 // grant times and lease TTLs, and the request window oldest first,
-// followed by a CRC-32C (format version 3). The bytes depend only on the
+// followed by a CRC-32C (format version 4). The bytes depend only on the
 // logical state, so replicas in the same state produce identical
 // snapshots. The error is always nil today; it is there for the
 // encoding.BinaryMarshaler shape.
@@ -82,17 +85,20 @@ func (p *Partition) Snapshot() ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
 }
 
-// Restore decodes a Snapshot: format version 3, or version 2 (written
-// before leases), read as no frequency leased. It is strict: a bad
-// checksum or version, non-minimal varints, a bad range, a lease TTL that
-// is neither 0 nor in MinTTL..MaxTTL, a frequency outside the range or
-// missing or present twice, an empty, oversized, unsorted or duplicate
-// client id, a client holding nothing, a version below the number held or
-// the number of request records, more than DedupWindow request records, a
-// duplicate request key, an unknown record kind, a grant record outside
-// the range, a note record with a time, or trailing bytes are errors
-// wrapping freqd.ErrInvalidArgument. Memory allocated is bounded by a
-// small multiple of len(b).
+// Restore decodes a Snapshot: format version 4, or version 3 (written
+// before bindings had generations) or 2 (before leases as well), read as
+// no frequency leased (version 2) and every note of generation 1 (both).
+// It is strict: a bad checksum or version, non-minimal varints, a bad
+// range, a lease TTL that is neither 0 nor in MinTTL..MaxTTL, a frequency
+// outside the range or missing or present twice, an empty, oversized,
+// unsorted or duplicate client id, a client holding nothing, a version
+// below the number held or the number of request records, more than
+// DedupWindow request records, a duplicate request key, an unknown record
+// kind (a refused record before version 4), a grant record outside the
+// range, a note record of generation 0 or above MaxUint32 (before version
+// 4, one with a time), a refused record of generation 0 or with a time,
+// or trailing bytes are errors wrapping freqd.ErrInvalidArgument. Memory
+// allocated is bounded by a small multiple of len(b).
 func Restore(b []byte) (*Partition, error) {
 	p, err := restore(b)
 	if err != nil {
@@ -109,10 +115,10 @@ func restore(b []byte) (*Partition, error) {
 	if got := crc32.Checksum(body, castagnoli); got != sum {
 		return nil, fmt.Errorf("checksum %08x, want %08x", got, sum)
 	}
-	if body[0] != snapshotVersion && body[0] != snapshotVersionV2 {
+	if body[0] < snapshotVersionV2 || body[0] > snapshotVersion {
 		return nil, fmt.Errorf("unknown version %d", body[0])
 	}
-	withTTL := body[0] == snapshotVersion
+	withTTL := body[0] >= snapshotVersionV3
 	r := reader{b: body[1:]}
 	id := r.uvarint("id")
 	first := r.uvarint("first")
@@ -220,7 +226,7 @@ func restore(b []byte) (*Partition, error) {
 	if held != size-nfree {
 		return nil, fmt.Errorf("%d frequencies neither free nor held", size-nfree-held)
 	}
-	if err := p.restoreWindow(&r); err != nil {
+	if err := p.restoreWindow(&r, body[0]); err != nil {
 		return nil, err
 	}
 	if len(r.b) != 0 {
@@ -232,8 +238,9 @@ func restore(b []byte) (*Partition, error) {
 	return p, nil
 }
 
-// restoreWindow decodes the request window into p, which has its range.
-func (p *Partition) restoreWindow(r *reader) error {
+// restoreWindow decodes the request window of a snapshot of the given
+// format version into p, which has its range.
+func (p *Partition) restoreWindow(r *reader, version byte) error {
 	n := r.uvarint("request count")
 	if r.err != nil {
 		return r.err
@@ -259,10 +266,23 @@ func (p *Partition) restoreWindow(r *reader) error {
 		if value > math.MaxUint32 {
 			return fmt.Errorf("request record %d: value %d is more than %d", i, value, uint32(math.MaxUint32))
 		}
-		if err := p.checkRecord(RecordKind(kind[0]), uint32(value), since); err != nil {
+		k := RecordKind(kind[0])
+		if version < snapshotVersion {
+			// Before generations: no refusals, and a note, which had no
+			// time, was the request's one binding.
+			switch {
+			case k == RecordRefused:
+				return fmt.Errorf("request record %d: unknown record %v in a version %d snapshot", i, k, version)
+			case k == RecordNote && since != 0:
+				return fmt.Errorf("request record %d: note record with time %d", i, since)
+			case k == RecordNote:
+				since = 1
+			}
+		}
+		if err := p.checkRecord(k, uint32(value), since); err != nil {
 			return fmt.Errorf("request record %d: %w", i, err)
 		}
-		p.window.put(key, RecordKind(kind[0]), uint32(value), since)
+		p.window.put(key, k, uint32(value), since)
 	}
 	return nil
 }

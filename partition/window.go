@@ -2,6 +2,7 @@ package partition
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 
 	"github.com/cespare/xxhash/v2"
@@ -21,30 +22,39 @@ const (
 	// RecordGrant: the request was granted Record.Value (a frequency) at
 	// Record.Since in this partition.
 	RecordGrant RecordKind = 1
-	// RecordNote: the request was placed in partition Record.Value (an
-	// OpNote); Since is zero.
+	// RecordNote: the request is bound to partition Record.Value at
+	// generation Record.Since (at least 1): an OpNote, kept in the
+	// request's home partition.
 	RecordNote RecordKind = 2
+	// RecordRefused: a bound attempt of the request (Command.Gen) found
+	// this partition full; Record.Value is the generation refused, and no
+	// attempt of that generation or an older one will grant here. Since
+	// is zero.
+	RecordRefused RecordKind = 3
 )
 
-// String returns "grant", "note", or "kind(N)" for an unknown kind.
+// String returns "grant", "note", "refused", or "kind(N)" for an unknown
+// kind.
 func (k RecordKind) String() string {
 	switch k {
 	case RecordGrant:
 		return "grant"
 	case RecordNote:
 		return "note"
+	case RecordRefused:
+		return "refused"
 	default:
 		return "kind(" + strconv.Itoa(int(k)) + ")"
 	}
 }
 
-func (k RecordKind) valid() bool { return k == RecordGrant || k == RecordNote }
+func (k RecordKind) valid() bool { return k >= RecordGrant && k <= RecordRefused }
 
 // Record is what a partition remembers of one client request.
 type Record struct {
 	Kind  RecordKind
-	Value uint32 // RecordGrant: the frequency; RecordNote: the partition id
-	Since int64  // RecordGrant: the grant time; RecordNote: 0
+	Value uint32 // RecordGrant: the frequency; RecordNote: the partition id; RecordRefused: the generation
+	Since int64  // RecordGrant: the grant time; RecordNote: the generation (1..MaxUint32); RecordRefused: 0
 }
 
 // requestKey is the window key of (client, request):
@@ -190,15 +200,19 @@ func (w *window) check(p *Partition) error {
 }
 
 // checkRecord checks one record against p: a known kind, a grant value in
-// the range, and no grant time on a note.
+// the range, a note generation in 1..MaxUint32 (any partition id is
+// possible: p does not know the layout), and a refused generation of at
+// least 1 with no time.
 func (p *Partition) checkRecord(kind RecordKind, value uint32, since int64) error {
 	switch {
 	case !kind.valid():
 		return fmt.Errorf("unknown record %v", kind)
 	case kind == RecordGrant && (value < p.first || value > p.last):
 		return fmt.Errorf("grant record of frequency %d outside %d-%d", value, p.first, p.last)
-	case kind == RecordNote && since != 0:
-		return fmt.Errorf("note record with time %d", since)
+	case kind == RecordNote && (since < 1 || since > math.MaxUint32):
+		return fmt.Errorf("note record with generation %d, not in 1..%d", since, uint32(math.MaxUint32))
+	case kind == RecordRefused && (value == 0 || since != 0):
+		return fmt.Errorf("refused record of generation %d with time %d (want a generation of at least 1, no time)", value, since)
 	}
 	return nil
 }
@@ -209,7 +223,8 @@ func (p *Partition) Requests() int { return p.window.len() }
 
 // Request returns what p remembers of request of client: a grant record
 // only while its frequency is still held by client with the same grant
-// time (so a retry would be answered with it), a note record always. O(1).
+// time (so a retry would be answered with it), a note or refused record
+// always. O(1).
 func (p *Partition) Request(client, request string) (Record, bool) {
 	slot, ok := p.window.lookup(requestKey(client, request))
 	if !ok {

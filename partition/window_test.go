@@ -16,8 +16,9 @@ func grantReq(c, req string, at int64) Command {
 	return Command{Op: OpGrant, Client: c, Request: req, Any: true, At: at}
 }
 
-func note(c, req string, target uint32) Command {
-	return Command{Op: OpNote, Client: c, Request: req, Freq: target}
+// note binds request req of c to partition target at generation gen.
+func note(c, req string, target, gen uint32) Command {
+	return Command{Op: OpNote, Client: c, Request: req, Freq: target, Gen: gen}
 }
 
 // TestDedup runs command sequences on a partition of 10-12 and checks each
@@ -131,16 +132,19 @@ func TestDedup(t *testing.T) {
 		},
 		{
 			name:  "note",
-			cmds:  []Command{note("a", "r1", 7), note("a", "r1", 7)},
-			wants: []want{{Result{Freq: 7}, true}, {Result{Freq: 7}, true}},
-			asks:  []ask{{"a", "r1", Record{RecordNote, 7, 0}, true}},
+			cmds:  []Command{note("a", "r1", 7, 1), note("a", "r1", 7, 1)},
+			wants: []want{{Result{Freq: 7, Since: 1}, true}, {Result{Freq: 7, Since: 1}, false}},
+			asks:  []ask{{"a", "r1", Record{RecordNote, 7, 1}, true}},
 			reqs:  1,
 		},
 		{
-			name: "note replaces a grant record and a grant replaces a note",
-			cmds: []Command{grantReq("a", "r1", 5), note("a", "r1", 7), grantReq("a", "r1", 6), grantReq("a", "r1", 8)},
+			name: "note replaces a released grant record and a grant replaces a note",
+			cmds: []Command{
+				grantReq("a", "r1", 5), release("a", 10), note("a", "r1", 7, 1),
+				grantReq("a", "r1", 6), grantReq("a", "r1", 8),
+			},
 			wants: []want{
-				{Result{Freq: 10, Since: 5}, true}, {Result{Freq: 7}, true},
+				{Result{Freq: 10, Since: 5}, true}, {Result{Freq: 10, Since: 5}, true}, {Result{Freq: 7, Since: 1}, true},
 				{Result{Freq: 11, Since: 6}, true}, {Result{Freq: 11, Since: 6, Dup: true}, false},
 			},
 			asks: []ask{{"a", "r1", Record{RecordGrant, 11, 6}, true}},
@@ -148,18 +152,62 @@ func TestDedup(t *testing.T) {
 		},
 		{
 			name:  "note without request",
-			cmds:  []Command{{Op: OpNote, Client: "a", Freq: 3}},
+			cmds:  []Command{{Op: OpNote, Client: "a", Freq: 3, Gen: 1}},
+			wants: []want{{Result{Err: freqd.ErrInvalidArgument}, false}},
+		},
+		{
+			name:  "note without generation",
+			cmds:  []Command{note("a", "r", 3, 0)},
 			wants: []want{{Result{Err: freqd.ErrInvalidArgument}, false}},
 		},
 		{
 			name:  "note with any",
-			cmds:  []Command{{Op: OpNote, Client: "a", Request: "r", Any: true}},
+			cmds:  []Command{{Op: OpNote, Client: "a", Request: "r", Any: true, Gen: 1}},
+			wants: []want{{Result{Err: freqd.ErrInvalidArgument}, false}},
+		},
+		{
+			name:  "note with home",
+			cmds:  []Command{{Op: OpNote, Client: "a", Request: "r", Home: true, Gen: 1}},
 			wants: []want{{Result{Err: freqd.ErrInvalidArgument}, false}},
 		},
 		{
 			name:  "note without client",
-			cmds:  []Command{note("", "r", 3)},
+			cmds:  []Command{note("", "r", 3, 1)},
 			wants: []want{{Result{Err: freqd.ErrInvalidClientID}, false}},
+		},
+		{
+			name: "gen and home where they do not belong",
+			cmds: []Command{
+				{Op: OpGrant, Client: "a", Any: true, Gen: 1},
+				{Op: OpGrant, Client: "a", Freq: 10, Gen: 1},
+				{Op: OpRelease, Client: "a", Freq: 10, Request: "r", Gen: 1},
+				{Op: OpReleaseClient, Client: "a", Gen: 1},
+				{Op: OpGrant, Client: "a", Any: true, Home: true},
+				{Op: OpGrant, Client: "a", Request: "r", Freq: 10, Home: true},
+				{Op: OpGrant, Client: "a", Request: "r", Any: true, Home: true, Gen: 1},
+				{Op: OpRelease, Client: "a", Freq: 10, Home: true},
+				{Op: OpReleaseClient, Client: "a", Home: true},
+			},
+			wants: []want{
+				{Result{Err: freqd.ErrInvalidArgument}, false}, {Result{Err: freqd.ErrInvalidArgument}, false},
+				{Result{Err: freqd.ErrInvalidArgument}, false}, {Result{Err: freqd.ErrInvalidArgument}, false},
+				{Result{Err: freqd.ErrInvalidArgument}, false}, {Result{Err: freqd.ErrInvalidArgument}, false},
+				{Result{Err: freqd.ErrInvalidArgument}, false}, {Result{Err: freqd.ErrInvalidArgument}, false},
+				{Result{Err: freqd.ErrInvalidArgument}, false},
+			},
+		},
+		{
+			name: "a specific grant with a generation is never refused",
+			cmds: []Command{
+				grant("x", 10, 1), {Op: OpGrant, Client: "a", Request: "r", Freq: 10, Gen: 1},
+				{Op: OpGrant, Client: "a", Request: "r", Freq: 11, Gen: 1, At: 3},
+			},
+			wants: []want{
+				{Result{Freq: 10, Since: 1}, true}, {Result{Err: freqd.ErrAlreadyHeld}, false},
+				{Result{Freq: 11, Since: 3}, true},
+			},
+			asks: []ask{{"a", "r", Record{RecordGrant, 11, 3}, true}},
+			reqs: 1,
 		},
 		{
 			name: "request id length",
@@ -186,7 +234,7 @@ func TestDedup(t *testing.T) {
 				got := p.Apply(c)
 				w := tt.wants[i]
 				if w.res.Err != nil {
-					if !errors.Is(got.Err, w.res.Err) || got.Freq != 0 || got.Since != 0 || got.Dup {
+					if !errors.Is(got.Err, w.res.Err) || got.Freq != 0 || got.Since != 0 || got.Dup || got.Noted {
 						t.Fatalf("step %d %v = %+v, want error %v", i, c, got, w.res.Err)
 					}
 				} else if got != w.res {
@@ -230,12 +278,13 @@ func TestRequestKey(t *testing.T) {
 	}
 }
 
-// TestDedupAllocs checks that answering a retry and recording a request
-// into a full window allocate nothing.
+// TestDedupAllocs checks that answering a retry, answering a home attempt
+// with its binding, recording a note into a full window (evicting) and
+// advancing or losing a note's compare-and-set allocate nothing.
 func TestDedupAllocs(t *testing.T) {
 	p := New(0, 0, 1<<14-1)
 	for i := range DedupWindow {
-		p.Apply(note("c", fmt.Sprint("n", i), 1))
+		p.Apply(note("c", fmt.Sprint("n", i), 1, 1))
 	}
 	res := p.Apply(grantReq("c", "r", 1))
 	if res.Err != nil {
@@ -248,8 +297,38 @@ func TestDedupAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("a retry allocates %v times", n)
 	}
-	if n := testing.AllocsPerRun(100, func() { p.Apply(note("c", "n0", 2)) }); n != 0 {
+	fresh := make([]string, 200)
+	for i := range fresh {
+		fresh[i] = fmt.Sprint("m", i)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(100, func() {
+		if r := p.Apply(note("c", fresh[i], 2, 1)); r.Err != nil || p.Requests() != DedupWindow {
+			t.Fatalf("%+v, %d requests", r, p.Requests())
+		}
+		i++
+	}); n != 0 {
 		t.Errorf("a note into a full window allocates %v times", n)
+	}
+	home := Command{Op: OpGrant, Client: "c", Request: fresh[0], Any: true, Home: true, At: 3}
+	if n := testing.AllocsPerRun(100, func() {
+		if r := p.Apply(home); !r.Noted {
+			t.Fatalf("home attempt not noted: %+v", r)
+		}
+	}); n != 0 {
+		t.Errorf("a home attempt answered with its binding allocates %v times", n)
+	}
+	gen := uint32(1)
+	if n := testing.AllocsPerRun(100, func() {
+		gen++
+		if r := p.Apply(note("c", fresh[1], 3, gen)); r.Err != nil || r.Since != int64(gen) {
+			t.Fatalf("note of generation %d: %+v", gen, r)
+		}
+		if r := p.Apply(note("c", fresh[1], 4, gen)); r.Err != nil || r.Freq != 3 {
+			t.Fatalf("stale note of generation %d: %+v", gen, r)
+		}
+	}); n != 0 {
+		t.Errorf("advancing and losing a note allocates %v times", n)
 	}
 }
 
@@ -283,7 +362,7 @@ func TestWindowEviction(t *testing.T) {
 			old := fmt.Sprint("q", rng.IntN(i+1))
 			step(t, p, r, Command{Op: OpGrant, Client: cl, Request: old, Any: true, At: int64(i)})
 		default:
-			step(t, p, r, note(cl, req, uint32(rng.IntN(16))))
+			step(t, p, r, note(cl, req, uint32(rng.IntN(16)), 1))
 		}
 		if i%1024 == 0 {
 			compare(t, p, r)
@@ -315,7 +394,7 @@ func TestWindowEviction(t *testing.T) {
 	}
 	// Both keep evicting the same way after the restore.
 	for i := range 100 {
-		c := note("e", fmt.Sprint("after", i), 1)
+		c := note("e", fmt.Sprint("after", i), 1, 1)
 		p.Apply(c)
 		q.Apply(c)
 	}
@@ -329,7 +408,7 @@ func TestWindowEqual(t *testing.T) {
 	base := func() *Partition {
 		p := New(0, 0, 7)
 		p.Apply(grantReq("a", "r1", 1))
-		p.Apply(note("a", "r2", 3))
+		p.Apply(note("a", "r2", 3, 1))
 		return p
 	}
 	tests := []struct {
@@ -338,26 +417,26 @@ func TestWindowEqual(t *testing.T) {
 	}{
 		{"other order", func() *Partition {
 			p := New(0, 0, 7)
-			p.Apply(note("a", "r2", 3))
+			p.Apply(note("a", "r2", 3, 1))
 			p.Apply(grantReq("a", "r1", 1))
 			return p
 		}},
 		{"other note target", func() *Partition {
 			p := New(0, 0, 7)
 			p.Apply(grantReq("a", "r1", 1))
-			p.Apply(note("a", "r2", 4))
+			p.Apply(note("a", "r2", 4, 1))
 			return p
 		}},
 		{"other request", func() *Partition {
 			p := New(0, 0, 7)
 			p.Apply(grantReq("a", "r1", 1))
-			p.Apply(note("a", "r3", 3))
+			p.Apply(note("a", "r3", 3, 1))
 			return p
 		}},
 		{"no request on the grant", func() *Partition {
 			p := New(0, 0, 7)
 			p.Apply(grantAny("a", 1))
-			p.Apply(note("a", "r2", 3))
+			p.Apply(note("a", "r2", 3, 1))
 			return p
 		}},
 	}

@@ -162,7 +162,7 @@ func testRemoteError(t *testing.T, newCluster factory) {
 	if !errors.As(err, &re) {
 		t.Fatalf("error %v (%T) is not a *RemoteError", err, err)
 	}
-	if re.Code != 1 || re.From != 2 || re.Message != "partition 7: freqd: node does not hold the partition" {
+	if re.Code != 1 || re.From != 2 || re.Message != "partition 7: freqd: node does not lead the partition" {
 		t.Fatalf("remote error %+v", re)
 	}
 	if !errors.Is(err, freqd.ErrNotOwner) || errors.Is(err, freqd.ErrUnavailable) {

@@ -104,7 +104,7 @@ func (r *recorder) has(msg []byte) bool {
 // caller's layer would.
 type testCodec struct{}
 
-var testCodes = []error{nil, freqd.ErrNotOwner, freqd.ErrUnavailable, freqd.ErrInvalidArgument, freqd.ErrStaleEpoch}
+var testCodes = []error{nil, freqd.ErrNotOwner, freqd.ErrUnavailable, freqd.ErrInvalidArgument, freqd.ErrOutcomeUnknown}
 
 func (testCodec) EncodeError(err error) (uint32, string) {
 	for code, s := range testCodes {

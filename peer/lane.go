@@ -290,8 +290,15 @@ func (l *outLane) run() {
 		// A connection that died young (the peer accepts and drops us)
 		// is redialed after a growing pause; a healthy one at once.
 		if time.Since(oc.started) < t.cfg.BackoffMax {
+			// Meanwhile Send and Call fail fast, as after a failed dial:
+			// a caller routes elsewhere instead of waiting for the redial.
 			l.mu.Lock()
 			d := l.nextBackoffLocked()
+			if werr == nil {
+				werr = errors.New("connection lost")
+			}
+			l.until, l.lastErr = time.Now().Add(d), werr
+			l.failQueuedLocked(werr)
 			l.mu.Unlock()
 			if !sleepCtx(l.ctx, d) {
 				return

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/freqd/freqd"
@@ -558,15 +557,6 @@ func TestStatsAndErr(t *testing.T) {
 	if st.Appends != 1 || st.Batches != 1 || st.LastLSN != lsn || st.DurableLSN != lsn || st.Segments != 1 || st.LogBytes != segHeaderSize+frameHeaderSize+1 {
 		t.Fatalf("stats %+v", st)
 	}
-}
-
-// errno returns the errno an error wraps, or 0.
-func errno(err error) syscall.Errno {
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return 0
 }
 
 // TestConcurrentCheckpoints runs appenders and a checkpointer the way the

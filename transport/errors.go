@@ -33,7 +33,6 @@ var wireErrors = []wireError{
 	{freqd.ErrOutcomeUnknown, connect.CodeUnavailable, "outcome-unknown"},
 	{freqd.ErrUnavailable, connect.CodeUnavailable, "unavailable"},
 	{freqd.ErrNotOwner, connect.CodeFailedPrecondition, "not-owner"},
-	{freqd.ErrStaleEpoch, connect.CodeFailedPrecondition, "stale-epoch"},
 }
 
 // ToWire turns an error from the node into a *connect.Error with the code of

@@ -379,7 +379,7 @@ func ringCmd() *cobra.Command {
 	var f clientFlags
 	cmd := &cobra.Command{
 		Use:   "ring",
-		Short: "Show each partition's range, ring owner and replicas, and its configuration: epoch, primary, replicas, writable",
+		Short: "Show each partition's range, ring owner and replicas, and its raft group: leader, term, voters, learners, writable",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.run(func(ctx context.Context, c *client.Client) error {
@@ -392,21 +392,24 @@ func ringCmd() *cobra.Command {
 					return printJSON(out, r)
 				}
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "PARTITION\tRANGE\tOWNER\tRING REPLICAS\tPRIMARY\tEPOCH\tCONFIG\tWRITABLE\tFREE\tHELD")
+				fmt.Fprintln(tw, "PARTITION\tRANGE\tOWNER\tRING REPLICAS\tLEADER\tTERM\tVOTERS\tWRITABLE\tFREE\tHELD")
 				var reasons []string
 				for _, p := range r.GetPartitions() {
-					primary, epoch, cfg, writable := "-", "-", "-", "yes"
+					leader, term, cfg, writable := "-", "-", "-", "yes"
 					if p.GetHolder() != "" {
-						primary = p.GetHolder()
-						epoch = fmt.Sprintf("%d/%s", p.GetEpoch(), p.GetEpochNode())
-						cfg = strings.Join(p.GetConfig(), ",")
+						leader = p.GetHolder()
+						term = fmt.Sprint(p.GetTerm())
+						cfg = strings.Join(p.GetVoters(), ",")
+						if ls := p.GetLearners(); len(ls) > 0 {
+							cfg += " (learners " + strings.Join(ls, ",") + ")"
+						}
 					}
 					if !p.GetWritable() {
 						writable = "NO"
 						reasons = append(reasons, fmt.Sprintf("partition %d: %s", p.GetId(), p.GetReason()))
 					}
 					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.GetId(), rangeString(p.GetFirst(), p.GetLast()),
-						p.GetOwner(), strings.Join(p.GetReplicas(), ","), primary, epoch, cfg, writable, p.GetFree(), p.GetHeld())
+						p.GetOwner(), strings.Join(p.GetReplicas(), ","), leader, term, cfg, writable, p.GetFree(), p.GetHeld())
 				}
 				if err := tw.Flush(); err != nil {
 					return err

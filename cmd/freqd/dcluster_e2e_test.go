@@ -29,7 +29,10 @@ import (
 // lease_e2e_test.go): three `freqd serve` processes on loopback, the fast
 // gossip profile, fsync always, a pool of 60 frequencies in 6 partitions,
 // each on all three nodes. Every node keeps its data directory across
-// kill -9 and restart, so a restarted node is the same incarnation.
+// kill -9 and restart, so a restarted node is the same incarnation (the
+// same raft replica in every group), unless its data directory was
+// damaged: then it discards all its raft state and comes back as a new
+// incarnation.
 const (
 	dcNodes      = 3
 	dcFactor     = 3
@@ -48,8 +51,8 @@ type dcNode struct {
 	*foNode                // name, addresses, config, process, single-attempt client
 	data    string         // data directory, kept across restarts
 	rcl     *client.Client // this node only, with retries
-	// id is the replica id (name#incarnation) of the node as
-	// configurations show it; "" until learnIDs. A restart on the same
+	// id is the replica id (name#incarnation) of the node as the raft
+	// voters show it; "" until learnIDs. A restart on the same (intact)
 	// data directory must keep it.
 	id string
 }
@@ -85,6 +88,13 @@ func dcSetup(t *testing.T) (dir, bin string, seed uint64) {
 // something on a node's data directory first).
 func dcNew(t *testing.T, bin, dir string, seed uint64) *dcCluster {
 	t.Helper()
+	return dcNewWith(t, bin, dir, seed, nil)
+}
+
+// dcNewWith is dcNew with every node's config changed by edit (if not
+// nil) before it is written.
+func dcNewWith(t *testing.T, bin, dir string, seed uint64, edit func(*config.Config)) *dcCluster {
+	t.Helper()
 	fo := &foCluster{
 		t: t, e: &e2eCluster{t: t, bin: bin, dir: dir, env: envWithoutFreqd()},
 		seed: seed, rng: rand.New(rand.NewPCG(seed, 0x64757261)),
@@ -96,14 +106,14 @@ func dcNew(t *testing.T, bin, dir string, seed uint64) *dcCluster {
 	for f := uint32(dcPoolFirst); f <= dcPoolLast; f++ {
 		c.freqs = append(c.freqs, f)
 	}
-	api, gossip := freeLoopbackPorts(t, dcNodes)
+	api, peer, gossip := freeLoopbackPorts(t, dcNodes)
 	var addrs []string
 	for i := range dcNodes {
 		cfg := config.Default()
 		cfg.Node.Name = fmt.Sprintf("n%d", i+1)
 		cfg.Node.DataDir = filepath.Join(dir, "data", cfg.Node.Name)
 		cfg.Node.Fsync = config.FsyncAlways
-		cfg.API.Addr, cfg.Gossip.Addr = loopback(api[i]), loopback(gossip[i])
+		cfg.API.Addr, cfg.Peer.Addr, cfg.Gossip.Addr = loopback(api[i]), loopback(peer[i]), loopback(gossip[i])
 		for j := range gossip {
 			if j != i {
 				cfg.Gossip.Seeds = append(cfg.Gossip.Seeds, loopback(gossip[j]))
@@ -113,6 +123,9 @@ func dcNew(t *testing.T, bin, dir string, seed uint64) *dcCluster {
 		cfg.Pool.Ranges, cfg.Pool.Partitions = []string{fmt.Sprintf("%d-%d", dcPoolFirst, dcPoolLast)}, dcPartitions
 		cfg.Replication.Factor, cfg.Cluster.BootstrapExpect = dcFactor, dcNodes
 		cfg.Log.Level = config.LevelInfo
+		if edit != nil {
+			edit(&cfg)
+		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("config of %s: %v", cfg.Node.Name, err)
 		}
@@ -219,8 +232,9 @@ func (c *dcCluster) upNames() []string {
 
 // settledErr returns nil when the cluster is settled: every running node
 // sees exactly the running nodes alive, every partition is writable and
-// held by its ring owner with min(factor, running) running replicas, and
-// every configuration names each node by the replica id learnt for it.
+// led by its ring owner with min(factor, running) running replicas as its
+// raft voters (and no learners), and every group's voters name each node
+// by the replica id learnt for it.
 func (c *dcCluster) settledErr() error {
 	up := c.upNames()
 	want := min(dcFactor, len(up))
@@ -263,10 +277,10 @@ func (c *dcCluster) settledErr() error {
 			if err := checkPartitionConfig(p, up, want); err != nil {
 				return fmt.Errorf("ring via %s: partition %d: %w", n.name, p.GetId(), err)
 			}
-			for _, id := range p.GetConfig() {
+			for _, id := range p.GetVoters() {
 				name, _, _ := strings.Cut(id, "#")
 				if k := c.node(name); k != nil && k.id != "" && id != k.id {
-					return fmt.Errorf("ring via %s: partition %d: configuration %v names %s, whose incarnation is %s", n.name, p.GetId(), p.GetConfig(), id, k.id)
+					return fmt.Errorf("ring via %s: partition %d: voters %v name %s, whose incarnation is %s", n.name, p.GetId(), p.GetVoters(), id, k.id)
 				}
 			}
 		}
@@ -312,16 +326,16 @@ func (c *dcCluster) waitUntil(what string, cond func() error) {
 	}
 }
 
-// learnIDs records every node's replica id from the configurations of the
+// learnIDs records every node's replica id from the raft voters of the
 // settled cluster.
 func (c *dcCluster) learnIDs() {
 	c.t.Helper()
 	ids := map[string]string{}
 	for _, p := range c.ring().GetPartitions() {
-		for _, id := range p.GetConfig() {
+		for _, id := range p.GetVoters() {
 			name, _, _ := strings.Cut(id, "#")
 			if prev, ok := ids[name]; ok && prev != id {
-				c.t.Fatalf("configurations name %s as both %s and %s", name, prev, id)
+				c.t.Fatalf("raft voters name %s as both %s and %s", name, prev, id)
 			}
 			ids[name] = id
 		}
@@ -329,7 +343,7 @@ func (c *dcCluster) learnIDs() {
 	for _, n := range c.nodes {
 		if !n.down {
 			if ids[n.name] == "" {
-				c.t.Fatalf("no configuration names %s", n.name)
+				c.t.Fatalf("no partition has %s as a voter", n.name)
 			}
 			n.id = ids[n.name]
 		}
@@ -358,16 +372,10 @@ func (c *dcCluster) partition(p uint32) *freqdv1.PartitionInfo {
 	return ps[p]
 }
 
-// led returns the partitions n is the primary of, by the ring.
+// led returns the partitions n is the raft leader of, by the ring.
 func (c *dcCluster) led(n *dcNode) []*freqdv1.PartitionInfo {
 	c.t.Helper()
 	return slices.DeleteFunc(c.ring().GetPartitions(), func(p *freqdv1.PartitionInfo) bool { return p.GetHolder() != n.name })
-}
-
-// owned returns the partitions whose ring owner is n.
-func (c *dcCluster) owned(n *dcNode) []*freqdv1.PartitionInfo {
-	c.t.Helper()
-	return slices.DeleteFunc(c.ring().GetPartitions(), func(p *freqdv1.PartitionInfo) bool { return p.GetOwner() != n.name })
 }
 
 // logLines returns the lines of n's current server log (stderr) that
@@ -393,17 +401,20 @@ func (c *dcCluster) logLines(n *dcNode, msg string) []string {
 	return out
 }
 
-// The log lines the tests look for (node/durable.go).
+// The log lines the tests look for (node/disk.go).
 const (
 	logRecovered = `msg="recovered from the data directory"`
-	logDamaged   = `msg="partition state damaged on disk; it will be fetched again from its replicas"`
-	logWritable  = `msg="data directory writable again; state rewritten"`
-	logDirFailed = `msg="data directory failed; refusing writes and handing its partitions to other nodes until it can be written again"`
+	logDamaged   = `msg="raft state damaged on disk; discarding all of it and rejoining as a new incarnation (the partitions are copied back from their other replicas)"`
+	logDirFailed = `msg="data directory failed; this node stops replicating and leaves the ring until restarted"`
+	// logStoreFailed is the store's line for a directory it cannot write
+	// (store/store.go), also when it finds it so as it opens it.
+	logStoreFailed = `msg="store failed: nothing more is written or acknowledged until Rebase"`
 )
 
 // checkRecovered checks n's log for the line of its start from its data
-// directory: the incarnation it had before (n.id) and lost partitions.
-func (c *dcCluster) checkRecovered(n *dcNode, lost int) {
+// directory: the incarnation it had before (n.id), every partition
+// recovered, and no damage.
+func (c *dcCluster) checkRecovered(n *dcNode) {
 	c.t.Helper()
 	lines := c.logLines(n, logRecovered)
 	if len(lines) != 1 {
@@ -414,8 +425,11 @@ func (c *dcCluster) checkRecovered(n *dcNode, lost int) {
 	if got := slogAttr(lines[0], "incarnation"); got != inc {
 		c.t.Errorf("%s recovered incarnation %q; before the restart it was %q: %s", n.name, got, inc, lines[0])
 	}
-	if got := slogAttr(lines[0], "lost"); got != strconv.Itoa(lost) {
-		c.t.Errorf("%s recovered with lost=%s; want %d: %s", n.name, got, lost, lines[0])
+	if got := slogAttr(lines[0], "partitions"); got != strconv.Itoa(dcPartitions) {
+		c.t.Errorf("%s recovered %s partitions; want all %d: %s", n.name, got, dcPartitions, lines[0])
+	}
+	if d := c.logLines(n, logDamaged); len(d) > 0 {
+		c.t.Errorf("%s reported damage:\n%s", n.name, strings.Join(d, "\n"))
 	}
 }
 
@@ -532,42 +546,83 @@ func (c *dcCluster) checkHeld(e dcExpect, rec *freqmodel.Recorder, recClient int
 	t.Logf("final check: %d acknowledged holdings, %d held", len(e.acked), len(first))
 }
 
-// replicasErr returns nil when every running node holds a replica of every
-// partition with the same state (index and held count) as its primary: the
-// state a node lost or missed was fetched again. Asked of each node over
-// the peer API; meaningful once writes have stopped.
+// replicasErr returns nil when every running node hosts a raft replica of
+// every partition with the same state (applied index, free and held
+// counts) as the partition's leader, the only replica with role leader,
+// all at the leader's term, each a voter (no learners left): the state a
+// node lost or missed was copied to it again. Asked of each node with the
+// public Replicas RPC; meaningful once writes have stopped (poll it: an
+// index may trail by a no-op or configuration entry still in flight).
 func (c *dcCluster) replicasErr() error {
-	type rep struct {
-		node  string
-		state *freqdv1.ReplicaState
-	}
-	byPart := map[uint32][]rep{}
+	byPart := map[uint32][]replicaOf{}
 	for _, n := range c.nodes {
 		if n.down {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		res, err := freqdv1connect.NewPeerServiceClient(c.fo.hc, "http://"+n.api).Partitions(ctx, connect.NewRequest(&freqdv1.PartitionsRequest{}))
+		res, err := freqdv1connect.NewFreqdServiceClient(c.fo.hc, "http://"+n.api).Replicas(ctx, connect.NewRequest(&freqdv1.ReplicasRequest{}))
 		cancel()
 		if err != nil {
-			return fmt.Errorf("partitions of %s: %w", n.name, err)
+			return fmt.Errorf("replicas of %s: %w", n.name, err)
+		}
+		if n.id != "" && res.Msg.GetSelf() != n.id {
+			return fmt.Errorf("%s calls itself %s; its replica id is %s", n.name, res.Msg.GetSelf(), n.id)
 		}
 		for _, st := range res.Msg.GetReplicas() {
-			byPart[st.GetPartition()] = append(byPart[st.GetPartition()], rep{n.name, st})
+			byPart[st.GetPartition()] = append(byPart[st.GetPartition()], replicaOf{n.name, st})
 		}
 	}
-	for p := range uint32(dcPartitions) {
+	return replicasAgree(byPart, dcPartitions, c.upNames())
+}
+
+// replicaOf is one node's replica of a partition, as Replicas reports it.
+type replicaOf struct {
+	node  string
+	state *freqdv1.ReplicaState
+}
+
+// replicasAgree checks the replicas of partitions 0..parts-1 (by
+// partition) against the running nodes up: one replica per running node,
+// exactly one leader, writable, whose voters are every running node (as a
+// set) with no learners, and every other replica a follower at the
+// leader's term knowing that leader, at the leader's applied index, with
+// the leader's free and held counts.
+func replicasAgree(byPart map[uint32][]replicaOf, parts int, up []string) error {
+	for p := range uint32(parts) {
 		reps := byPart[p]
-		i := slices.IndexFunc(reps, func(r rep) bool { return r.state.GetRole() == "primary" })
-		if i < 0 || len(reps) != len(c.upNames()) {
-			return fmt.Errorf("partition %d: %d replicas, primary at %d", p, len(reps), i)
+		var nodes []string
+		leader := -1
+		for i, r := range reps {
+			nodes = append(nodes, r.node)
+			if r.state.GetRole() == "leader" {
+				if leader >= 0 {
+					return fmt.Errorf("partition %d: both %s and %s are leaders", p, reps[leader].node, r.node)
+				}
+				leader = i
+			}
 		}
-		prim := reps[i].state
+		if !sameSet(nodes, up) {
+			return fmt.Errorf("partition %d: replicas on %v; want one on each running node %v", p, nodes, up)
+		}
+		if leader < 0 {
+			return fmt.Errorf("partition %d: no replica is leader", p)
+		}
+		ld := reps[leader].state
+		if !ld.GetWritable() || !sameSet(voterNames(ld.GetVoters()), up) || len(ld.GetLearners()) > 0 || ld.GetTerm() == 0 ||
+			!strings.HasPrefix(ld.GetLeader(), reps[leader].node+"#") {
+			return fmt.Errorf("partition %d: leader %s (knowing leader %q): writable %v (%s) term %d voters %v learners %v; want itself, writable, every running node a voter, no learner",
+				p, reps[leader].node, ld.GetLeader(), ld.GetWritable(), ld.GetReason(), ld.GetTerm(), ld.GetVoters(), ld.GetLearners())
+		}
 		for _, r := range reps {
 			st := r.state
-			if !st.GetHasState() || st.GetLost() || st.GetIndex() != prim.GetIndex() || st.GetHeld() != prim.GetHeld() {
-				return fmt.Errorf("partition %d: %s has state %v lost %v at index %d holding %d; the primary %s is at %d holding %d",
-					p, r.node, st.GetHasState(), st.GetLost(), st.GetIndex(), st.GetHeld(), reps[i].node, prim.GetIndex(), prim.GetHeld())
+			if r.state == ld {
+				continue
+			}
+			if st.GetRole() != "follower" || st.GetTerm() != ld.GetTerm() || st.GetLeader() != ld.GetLeader() ||
+				st.GetApplied() != ld.GetApplied() || st.GetFree() != ld.GetFree() || st.GetHeld() != ld.GetHeld() {
+				return fmt.Errorf("partition %d: %s is %s at term %d (leader %q), applied %d, free %d, held %d; the leader %s (%s) is at term %d, applied %d, free %d, held %d",
+					p, r.node, st.GetRole(), st.GetTerm(), st.GetLeader(), st.GetApplied(), st.GetFree(), st.GetHeld(),
+					reps[leader].node, ld.GetLeader(), ld.GetTerm(), ld.GetApplied(), ld.GetFree(), ld.GetHeld())
 			}
 		}
 	}
@@ -612,14 +667,6 @@ func dcMount(t *testing.T, mnt, dir string, args ...string) {
 			t.Errorf("umount %s: %v: %s", dir, err, out)
 		}
 	})
-}
-
-// errText is err's message, or "<nil>".
-func errText(err error) string {
-	if err == nil {
-		return "<nil>"
-	}
-	return err.Error()
 }
 
 // TestSlogAttr checks the reading of attributes from slog text lines as

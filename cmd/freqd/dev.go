@@ -24,6 +24,7 @@ type devOptions struct {
 	pool       []string
 	partitions int
 	apiPort    int
+	peerPort   int
 	gossipPort int
 	factor     int
 	strategy   string
@@ -39,8 +40,16 @@ func devConfigs(o devOptions) ([]config.Config, error) {
 	if o.nodes < 1 || o.nodes > 64 {
 		return nil, fmt.Errorf("--nodes %d: want 1 to 64", o.nodes)
 	}
-	if o.apiPort < o.gossipPort+o.nodes && o.gossipPort < o.apiPort+o.nodes {
-		return nil, fmt.Errorf("--api-port %d and --gossip-port %d: the %d ports from each overlap", o.apiPort, o.gossipPort, o.nodes)
+	bases := []struct {
+		flag string
+		port int
+	}{{"--api-port", o.apiPort}, {"--peer-port", o.peerPort}, {"--gossip-port", o.gossipPort}}
+	for i, a := range bases {
+		for _, b := range bases[i+1:] {
+			if a.port < b.port+o.nodes && b.port < a.port+o.nodes {
+				return nil, fmt.Errorf("%s %d and %s %d: the %d ports from each overlap", a.flag, a.port, b.flag, b.port, o.nodes)
+			}
+		}
 	}
 	var gossip []string
 	for i := 0; i < o.nodes; i++ {
@@ -59,6 +68,7 @@ func devConfigs(o devOptions) ([]config.Config, error) {
 			c.Node.Fsync = o.fsync
 		}
 		c.API.Addr = fmt.Sprintf("127.0.0.1:%d", o.apiPort+i)
+		c.Peer.Addr = fmt.Sprintf("127.0.0.1:%d", o.peerPort+i)
 		c.Gossip.Addr = gossip[i]
 		c.Gossip.Seeds = nil
 		for j, g := range gossip {
@@ -112,6 +122,7 @@ func newDevCmd() *cobra.Command {
 	f.StringSliceVar(&o.pool, "pool", []string{"10-15", "20-25"}, "frequency ranges, comma-separated")
 	f.IntVar(&o.partitions, "partitions", 4, "partition count (0 = default)")
 	f.IntVar(&o.apiPort, "api-port", 7101, "API port of the first node; the others follow")
+	f.IntVar(&o.peerPort, "peer-port", 7301, "peer (node-to-node) port of the first node; the others follow")
 	f.IntVar(&o.gossipPort, "gossip-port", 7947, "gossip port of the first node; the others follow")
 	f.IntVar(&o.factor, "replication-factor", 3, "replication factor")
 	f.StringVar(&o.strategy, "strategy", config.StrategyLocalFirst, "routing strategy: local-first, round-robin or most-free")
@@ -165,7 +176,7 @@ func runDev(ctx context.Context, out io.Writer, cfgs []config.Config) error {
 	first := nodes[0].APIAddr()
 	fmt.Fprintf(out, "freqd dev: %d nodes, pool %s, replication factor %d\n", len(cfgs), strings.Join(cfgs[0].Pool.Ranges, ","), cfgs[0].Replication.Factor)
 	for i, n := range nodes {
-		fmt.Fprintf(out, "  %s  api %s  gossip %s\n", n.Name(), n.APIAddr(), cfgs[i].Gossip.Addr)
+		fmt.Fprintf(out, "  %s  api %s  peer %s  gossip %s\n", n.Name(), n.APIAddr(), n.PeerAddr(), cfgs[i].Gossip.Addr)
 	}
 	fmt.Fprintf(out, `
 Try, from another terminal (any node answers any request):
@@ -204,7 +215,7 @@ func waitFormed(ctx context.Context, nodes []*node.Node) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New("dev cluster did not form within 30s (are the ports free? see --api-port, --gossip-port)")
+			return errors.New("dev cluster did not form within 30s (are the ports free? see --api-port, --peer-port, --gossip-port)")
 		}
 		select {
 		case <-ctx.Done():

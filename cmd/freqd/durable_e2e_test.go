@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -42,8 +41,8 @@ const (
 // continuous load from the Go client and restarts them from their data
 // directories: first one node (kill -9, the survivors take over, restart),
 // then all three at once. A restarted node must come back as the same
-// incarnation (the configurations name it as before) and the cluster must
-// settle each time. At the end the history must be linearizable, every
+// incarnation (the raft voters name it as before: it is the same replica
+// and catches up from its own log) and the cluster must settle each time. At the end the history must be linearizable, every
 // acknowledged allocation must still be held by its client, read through
 // every node, and nothing may be held that no client was told of (unless a
 // call's outcome was unknown).
@@ -65,7 +64,7 @@ func TestRestartFromDiskUnderLoad(t *testing.T) {
 	l.waitProgress(200)
 	c.restart(v)
 	c.waitSettled(v.name + " to come back as " + v.id)
-	c.checkRecovered(v, 0)
+	c.checkRecovered(v)
 	t.Logf("A: kill -9 %s, taken over, restarted, settled with %s again after %v", v.name, v.id, time.Since(phase).Round(time.Millisecond))
 	l.waitProgress(400)
 
@@ -77,7 +76,7 @@ func TestRestartFromDiskUnderLoad(t *testing.T) {
 	}
 	c.waitSettled("the whole cluster to come back")
 	for _, n := range c.nodes {
-		c.checkRecovered(n, 0)
+		c.checkRecovered(n)
 	}
 	t.Logf("B: kill -9 of all three, restarted, settled with %v after %v", c.ids(), time.Since(phase).Round(time.Millisecond))
 	l.waitProgress(400)
@@ -96,14 +95,18 @@ func (c *dcCluster) ids() []string {
 }
 
 // TestDataDirDamage damages the log of a node killed with kill -9 and
-// restarts it: a payload byte of a frame in the middle (that frame's
-// partition is lost), a byte of a frame header (every partition of the
-// node is lost: nothing after the header can be tied to a partition), and
-// a cut in the middle of the last frame (a torn write: truncated with a
-// note, not damage). The node must name the file and the problem in its
-// log, fetch what it lost from the replicas, and the cluster must settle
-// with every acknowledged allocation held once, read through every node.
-// A second kill -9 and restart then finds the directory clean.
+// restarts it: a payload byte of a frame in the middle, a byte of a frame
+// header, and a cut in the middle of the last frame (a torn write:
+// truncated with a note, not damage). Damage of any kind makes the node's
+// raft state unusable (a replica that lost part of its log or its votes
+// must never vote again under its id): the node must name the file and
+// the problem in its log, discard all its raft state and come back as a
+// new incarnation, which every group adds back (from the other replicas)
+// in place of the old one; the cluster must settle with every replica
+// holding its leader's state and every acknowledged allocation held once,
+// read through every node. A torn tail is no damage: the node comes back
+// as the same incarnation. A second kill -9 and restart then finds the
+// directory clean, and keeps the incarnation.
 //
 // The small workload leaves only the log (no checkpoint is due yet);
 // damaged checkpoint files are covered in-process (node/durable_test.go).
@@ -123,19 +126,13 @@ func TestDataDirDamage(t *testing.T) {
 			f := fs[k]
 			b[f.off+walFrameHeader+int64(f.size)/2] ^= 0xff
 			return b, dcDamage{
-				parts:   []uint32{f.part},
-				problem: []string{seg, fmt.Sprintf("offset %d", f.off), "payload checksum mismatch"},
+				problem: []string{fmt.Sprintf("partition %d: ", f.part), seg, fmt.Sprintf("offset %d", f.off), "payload checksum mismatch"},
 			}
 		}},
 		{"HeaderByte", func(seg string, b []byte, fs []walFrame) ([]byte, dcDamage) {
 			f := fs[len(fs)/2]
 			b[f.off+8] ^= 0x01 // the LSN's low byte
-			all := make([]uint32, dcPartitions)
-			for i := range all {
-				all[i] = uint32(i)
-			}
 			return b, dcDamage{
-				parts:   all,
 				problem: []string{seg, fmt.Sprintf("offset %d", f.off), "frame header checksum mismatch"},
 			}
 		}},
@@ -164,21 +161,32 @@ func TestDataDirDamage(t *testing.T) {
 			if err := os.WriteFile(seg, b, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s: %d frames in %s; damaged: %+v", v.name, len(fs), filepath.Base(seg), want)
+			t.Logf("%s (%s): %d frames in %s; damaged: %+v", v.name, v.id, len(fs), filepath.Base(seg), want)
+			old := v.id
 			c.restart(v)
-			c.waitSettled(v.name + " to come back and fetch what it lost")
-			c.checkDamageLog(v, want)
-			c.checkRecovered(v, len(want.parts))
-			c.waitUntil("every replica to hold its primary's state", c.replicasErr)
+			if want.problem != nil {
+				// The new incarnation, from the damage line: settledErr
+				// then requires every group to name it, not the old one.
+				v.id = c.waitDamageLog(v, want)
+				c.waitSettled(v.name + " to come back as the new incarnation " + v.id + " and be added back to every group")
+				t.Logf("%s came back as %s in place of %s", v.name, v.id, old)
+			} else {
+				c.waitSettled(v.name + " to come back as " + v.id)
+				c.checkDamageLog(v, want)
+				c.checkRecovered(v)
+			}
+			c.waitUntil("every replica to hold its leader's state", c.replicasErr)
 			c.checkHeld(dcExpect{acked: acked}, nil, 0)
 
-			// The rebuilt partitions were written afresh: the next start
-			// finds nothing damaged.
+			// The discarded state is gone for good (or the torn tail was
+			// truncated): the next start finds nothing damaged and keeps
+			// the incarnation.
 			c.kill(v)
 			c.restart(v)
-			c.waitSettled(v.name + " to come back a second time")
+			c.waitSettled(v.name + " to come back a second time, as " + v.id)
 			c.checkDamageLog(v, dcDamage{})
-			c.checkRecovered(v, 0)
+			c.checkRecovered(v)
+			c.waitUntil("every replica to hold its leader's state after the second restart", c.replicasErr)
 			c.checkHeld(dcExpect{acked: acked}, nil, 0)
 		})
 	}
@@ -220,46 +228,78 @@ func (c *dcCluster) smallWorkload() map[uint32]string {
 
 // dcDamage is what a restarted node must log about its damaged log.
 type dcDamage struct {
-	// parts are the partitions it must report damaged, each with a
-	// problem mentioning every string of problem.
-	parts   []uint32
+	// problem, if set, are the strings the one damage line's problem must
+	// mention: the node discards its raft state and takes a new
+	// incarnation. Nil: no damage line.
 	problem []string
 	// note, if set, are the strings a "data directory" note must mention.
 	note []string
 }
 
-// checkDamageLog checks n's log against want: exactly the partitions of
-// want.parts reported damaged, naming the problem, and the note.
+// waitDamageLog waits until n has logged that its raft state is damaged
+// (it does so as it starts), checks the line against want, and returns
+// n's new replica id (name#new_incarnation). The node must not also log a
+// recovery from the data directory.
+func (c *dcCluster) waitDamageLog(n *dcNode, want dcDamage) string {
+	t := c.t
+	t.Helper()
+	var line string
+	c.waitUntil(n.name+" to report its damaged raft state", func() error {
+		lines := c.logLines(n, logDamaged)
+		if len(lines) == 0 {
+			return fmt.Errorf("%s has not logged %s", n.name, logDamaged)
+		}
+		line = lines[0]
+		return nil
+	})
+	_, oldInc, _ := strings.Cut(n.id, "#")
+	prob, newInc := slogAttr(line, "problem"), slogAttr(line, "new_incarnation")
+	for _, w := range want.problem {
+		if !strings.Contains(prob, w) {
+			t.Errorf("%s: problem %q does not mention %q", n.name, prob, w)
+		}
+	}
+	if got := slogAttr(line, "old_incarnation"); got != oldInc {
+		t.Errorf("%s: damage line names old incarnation %q; it was %q: %s", n.name, got, oldInc, line)
+	}
+	if newInc == "" || newInc == oldInc {
+		t.Fatalf("%s: damage line names new incarnation %q (old %q): %s", n.name, newInc, oldInc, line)
+	}
+	if k := len(c.logLines(n, logDamaged)); k != 1 {
+		t.Errorf("%s logged %d damage lines; want 1", n.name, k)
+	}
+	if r := c.logLines(n, logRecovered); len(r) > 0 {
+		t.Errorf("%s logged a recovery although it discarded its state:\n%s", n.name, strings.Join(r, "\n"))
+	}
+	c.checkNote(n, want.note)
+	return n.name + "#" + newInc
+}
+
+// checkDamageLog checks n's log for no damage and, if want.note is set,
+// the note.
 func (c *dcCluster) checkDamageLog(n *dcNode, want dcDamage) {
 	t := c.t
 	t.Helper()
-	var got []uint32
-	for _, line := range c.logLines(n, logDamaged) {
-		p, err := strconv.ParseUint(slogAttr(line, "partition"), 10, 32)
-		if err != nil {
-			t.Errorf("%s: damage line without a partition: %s", n.name, line)
-			continue
-		}
-		got = append(got, uint32(p))
-		for _, w := range want.problem {
-			if prob := slogAttr(line, "problem"); !strings.Contains(prob, w) {
-				t.Errorf("%s: problem %q does not mention %q", n.name, prob, w)
-			}
-		}
+	if lines := c.logLines(n, logDamaged); len(lines) > 0 {
+		t.Errorf("%s reported damage; want none:\n%s", n.name, strings.Join(lines, "\n"))
 	}
-	slices.Sort(got)
-	if !slices.Equal(got, want.parts) {
-		t.Errorf("%s reported partitions %v damaged; want %v", n.name, got, want.parts)
-	}
-	if want.note == nil {
+	c.checkNote(n, want.note)
+}
+
+// checkNote checks that n logged a "data directory" note mentioning every
+// string of want (nothing if want is nil).
+func (c *dcCluster) checkNote(n *dcNode, want []string) {
+	t := c.t
+	t.Helper()
+	if want == nil {
 		return
 	}
 	notes := c.logLines(n, `msg="data directory" `)
 	if !slices.ContainsFunc(notes, func(line string) bool {
 		note := slogAttr(line, "note")
-		return !slices.ContainsFunc(want.note, func(w string) bool { return !strings.Contains(note, w) })
+		return !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(note, w) })
 	}) {
-		t.Errorf("%s logged no data directory note mentioning all of %q; notes:\n%s", n.name, want.note, strings.Join(notes, "\n"))
+		t.Errorf("%s logged no data directory note mentioning all of %q; notes:\n%s", n.name, want, strings.Join(notes, "\n"))
 	}
 }
 
@@ -380,6 +420,16 @@ type dcWorker struct {
 	odd []string
 	// unknowns: examples of errors with an unknown outcome.
 	unknowns []string
+	// writes: every acknowledged write (an allocation or a release).
+	writes []dcWrite
+}
+
+// dcWrite is one acknowledged write of a worker: when the call was made
+// and answered, and the frequency it was about.
+type dcWrite struct {
+	kind       freqmodel.Kind
+	freq       uint32
+	start, end time.Time
 }
 
 func newDcWorker(num int, id string, rng *rand.Rand) *dcWorker {
@@ -395,18 +445,25 @@ type dcLoad struct {
 	rec     *freqmodel.Recorder
 	clients []*dcWorker
 	calls   atomic.Int64 // completed calls
+	pause   time.Duration
 }
 
 // startLoad starts dcWorkers workers, each over every node (starting with
 // a different one).
 func (c *dcCluster) startLoad(seed uint64) *dcLoad {
+	return c.startLoadN(seed, dcWorkers, 0)
+}
+
+// startLoadN starts workers workers like startLoad, each pausing for pause
+// after every call (0: closed loop without pause).
+func (c *dcCluster) startLoadN(seed uint64, workers int, pause time.Duration) *dcLoad {
 	hard, cancel := context.WithCancel(context.Background())
-	l := &dcLoad{foLoad: foLoad{stop: make(chan struct{}), hard: hard, cancel: cancel}, c: c, rec: freqmodel.NewRecorder()}
+	l := &dcLoad{foLoad: foLoad{stop: make(chan struct{}), hard: hard, cancel: cancel}, c: c, rec: freqmodel.NewRecorder(), pause: pause}
 	c.t.Cleanup(func() {
 		cancel()
 		l.halt()
 	})
-	for i := range dcWorkers {
+	for i := range workers {
 		var addrs []string
 		for j := range c.nodes {
 			addrs = append(addrs, c.nodes[(i+j)%len(c.nodes)].api)
@@ -436,6 +493,13 @@ func (l *dcLoad) run(w *dcWorker, cl *client.Client) {
 	for !l.stopping() {
 		w.do(l.hard, l.rec, cl, w.next(l.c.freqs))
 		l.calls.Add(1)
+		if l.pause > 0 {
+			select {
+			case <-time.After(l.pause):
+			case <-l.stop:
+			case <-l.hard.Done():
+			}
+		}
 	}
 }
 
@@ -524,8 +588,10 @@ func (w *dcWorker) do(ctx context.Context, rec *freqmodel.Recorder, cl *client.C
 	case freqmodel.Alloc, freqmodel.AllocFreq:
 		w.held[g.Frequency] = g
 		delete(w.maybe, g.Frequency)
+		w.writes = append(w.writes, dcWrite{kind: in.Kind, freq: g.Frequency, start: start, end: end})
 	case freqmodel.Release:
 		delete(w.maybe, in.Freq)
+		w.writes = append(w.writes, dcWrite{kind: in.Kind, freq: in.Freq, start: start, end: end})
 	}
 	return nil
 }
@@ -597,10 +663,12 @@ func (l *dcLoad) expect(extra ...*dcWorker) dcExpect {
 // TestDataDirFull gives one node a 4 MiB tmpfs as its data directory, runs
 // the load, and fills the tmpfs. The node must stop acknowledging what it
 // cannot keep and say why (no space left on device) in its log and status;
-// it owns no partitions while it cannot write, so the others take its
-// partitions over and every partition keeps granting. Once the filler is
-// removed the node must recover by itself and own its partitions again,
-// and at the end nothing acknowledged may be lost (the final check of
+// it becomes degraded and leaves the ring, so the others take its
+// partitions over and every partition keeps granting. A degraded node
+// does not recover by itself: once the filler is removed the test
+// restarts it (kill -9 and start on the same directory), and it must come
+// back as the same incarnation and lead its partitions again. At the end
+// nothing acknowledged may be lost (the final check of
 // TestRestartFromDiskUnderLoad).
 //
 // It needs root (mount) and skips without it.
@@ -619,22 +687,25 @@ func TestDataDirFull(t *testing.T) {
 	t.Logf("%s's data directory (a 4 MiB tmpfs) filled up", v.name)
 	const problem = "no space left on device"
 	probe := c.checkHandedOff(l, v, problem)
-	c.checkLogged(v, logDirFailed, problem)
+	c.checkLogged(v, problem, logDirFailed)
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
 	c.checkRecovering(l, v, probe, "the filler was removed")
+	c.checkRecovered(v)
 	c.finish(l, probe)
 }
 
 // TestDataDirReadOnly restarts a node killed with kill -9 on its data
 // directory made a read-only bind mount of itself. The node must come up
 // refusing writes: its log and the status name the problem (read-only file
-// system), it owns no partitions, and every partition keeps granting
-// through every node. Once the
-// directory is made writable again the node must recover by itself (same
-// incarnation), and nothing acknowledged may be lost.
+// system), it owns no partitions (degraded, it left the ring), and every
+// partition keeps granting through every node. A degraded node does not
+// recover by itself: once the directory is made writable again the test
+// restarts it (kill -9 and start), and it must come back as the same
+// incarnation and lead its partitions again; nothing acknowledged may be
+// lost.
 //
 // (Remounting a running node's directory read-only is refused by Linux
 // while the node has its log open for writing, hence the restart.) It
@@ -656,13 +727,16 @@ func TestDataDirReadOnly(t *testing.T) {
 	c.restart(v)
 	const problem = "read-only file system"
 	probe := c.checkHandedOff(l, v, problem)
-	c.checkLogged(v, logDirFailed, problem)
+	// A node that starts on a directory it cannot write is degraded from
+	// its start, and its store logs the failure as it opens it (the node's
+	// own logDirFailed line is for a disk that fails while it runs).
+	c.checkLogged(v, problem, logDirFailed, logStoreFailed)
 
 	if out, err := exec.Command(mnt, "-o", "remount,rw,bind", v.data).CombinedOutput(); err != nil {
 		t.Fatalf("mount -o remount,rw,bind %s: %v: %s", v.data, err, out)
 	}
 	c.checkRecovering(l, v, probe, "the directory was made writable")
-	c.checkRecovered(v, 0)
+	c.checkRecovered(v)
 	c.finish(l, probe)
 }
 
@@ -778,42 +852,36 @@ func (c *dcCluster) checkHandedOff(l *dcLoad, v *dcNode, problem string) *dcWork
 	return probe
 }
 
-func partitionIDs(ps []*freqdv1.PartitionInfo) []uint32 {
-	var out []uint32
-	for _, p := range ps {
-		out = append(out, p.GetId())
-	}
-	return out
-}
-
-// checkLogged waits until n has logged msg with an err attribute
+// checkLogged waits until n has logged one of msgs with an err attribute
 // mentioning problem (the node logs a failed disk on its next store tick).
-func (c *dcCluster) checkLogged(n *dcNode, msg, problem string) {
+func (c *dcCluster) checkLogged(n *dcNode, problem string, msgs ...string) {
 	c.t.Helper()
-	c.waitUntil(n.name+" to log "+msg, func() error {
-		lines := c.logLines(n, msg)
-		if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(slogAttr(l, "err"), problem) }) {
-			return fmt.Errorf("%s logged no %s naming %q:\n%s", n.name, msg, problem, strings.Join(lines, "\n"))
+	c.waitUntil(n.name+" to log one of "+strings.Join(msgs, ", "), func() error {
+		var seen []string
+		for _, msg := range msgs {
+			lines := c.logLines(n, msg)
+			if i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(slogAttr(l, "err"), problem) }); i >= 0 {
+				c.t.Logf("%s logged: %s", n.name, lines[i])
+				return nil
+			}
+			seen = append(seen, lines...)
 		}
-		return nil
+		return fmt.Errorf("%s logged none of %s naming %q:\n%s", n.name, strings.Join(msgs, ", "), problem, strings.Join(seen, "\n"))
 	})
 }
 
-// checkRecovering waits, after its disk was fixed (what), until v has
-// logged that it writes its data directory again and the cluster has
-// settled, then checks that the probe can allocate in each partition v
-// leads, through v, and lets the load run on.
+// checkRecovering restarts v (kill -9, then a start on the same data
+// directory) after its disk was fixed (what): a degraded node recovers
+// only by a restart. It waits until the cluster has settled with v as the
+// same incarnation, then checks that the probe can allocate in each
+// partition v leads, through v, and lets the load run on.
 func (c *dcCluster) checkRecovering(l *dcLoad, v *dcNode, probe *dcWorker, what string) {
 	c.t.Helper()
 	fixed := time.Now()
-	c.waitUntil(v.name+" to write its data directory again", func() error {
-		if len(c.logLines(v, logWritable)) == 0 {
-			return fmt.Errorf("%s has not logged %s", v.name, logWritable)
-		}
-		return nil
-	})
-	c.waitSettled(v.name + " to lead its partitions again")
-	c.t.Logf("%s writable again and the cluster settled %v after %s", v.name, time.Since(fixed).Round(time.Millisecond), what)
+	c.kill(v)
+	c.restart(v)
+	c.waitSettled(v.name + " to come back as " + v.id + " and lead its partitions again")
+	c.t.Logf("%s restarted after %s and the cluster settled %v later", v.name, what, time.Since(fixed).Round(time.Millisecond))
 	parts := c.led(v)
 	if len(parts) == 0 {
 		c.t.Errorf("%s leads no partition", v.name)

@@ -96,7 +96,7 @@ func TestMultiProcessCluster(t *testing.T) {
 	c := &e2eCluster{t: t, bin: buildFreqd(t, dir), dir: dir, env: envWithoutFreqd()}
 	t.Logf("built freqd in %v", time.Since(start).Round(time.Millisecond))
 
-	api, gossip := freeLoopbackPorts(t, 3)
+	api, peer, gossip := freeLoopbackPorts(t, 3)
 	cfgs := make([]string, 3)
 	for i := range cfgs {
 		var seeds []string
@@ -107,7 +107,7 @@ func TestMultiProcessCluster(t *testing.T) {
 		}
 		name := fmt.Sprintf("n%d", i+1)
 		cfgs[i] = writeFile(t, dir, name+".yaml",
-			nodeYAML(name, filepath.Join(dir, "data", name), loopback(api[i]), loopback(gossip[i]), seeds))
+			nodeYAML(name, filepath.Join(dir, "data", name), loopback(api[i]), loopback(peer[i]), loopback(gossip[i]), seeds))
 	}
 
 	t.Run("BadConfig", func(t *testing.T) { c.checkBadConfigs(t, cfgs[0]) })
@@ -297,12 +297,13 @@ func (c *e2eCluster) checkLeave(t *testing.T, held map[uint32]string) {
 	}
 
 	// The ring has settled (waitFormed): n2 replicates the partitions whose
-	// configuration lists it, and hands off exactly those.
+	// raft group lists it (as a voter, or a learner), and hands off exactly
+	// those.
 	var r freqdv1.RingResponse
 	c.okJSON(t, &r, "ring", "--addr", n2.api, "--json")
 	owned := 0
 	for _, p := range r.GetPartitions() {
-		if slices.ContainsFunc(p.GetConfig(), func(m string) bool { return strings.HasPrefix(m, n2.name+"#") }) {
+		if slices.ContainsFunc(append(p.GetVoters(), p.GetLearners()...), func(m string) bool { return strings.HasPrefix(m, n2.name+"#") }) {
 			owned++
 		}
 	}
@@ -434,29 +435,51 @@ func checkRing(r *freqdv1.RingResponse, members []string) error {
 	return nil
 }
 
-// checkPartitionConfig checks one partition of a settled ring: held by its
-// owner, with want distinct replicas from members starting with the owner,
-// and a writable configuration (with an epoch) equal to those replicas.
+// checkPartitionConfig checks one partition of a settled ring: led by its
+// owner (leadership moves to the ring's preferred replica, the owner, once
+// it is a caught-up voter), with want distinct replicas from members
+// starting with the owner, and a writable raft group at a nonzero term
+// whose voters are those replicas and whose learners are none. Raft voters
+// are not in ring order (the leader comes first), so they are compared as
+// sets.
 func checkPartitionConfig(p *freqdv1.PartitionInfo, members []string, want int) error {
 	reps := p.GetReplicas()
 	if p.GetOwner() == "" || p.GetHolder() != p.GetOwner() || len(reps) != want || reps[0] != p.GetOwner() {
-		return fmt.Errorf("owner %q holder %q replicas %v; want %d replicas, the owner first and holding it", p.GetOwner(), p.GetHolder(), reps, want)
+		return fmt.Errorf("owner %q leader %q replicas %v; want %d replicas, the owner first and leading it", p.GetOwner(), p.GetHolder(), reps, want)
 	}
 	for j, name := range reps {
 		if !slices.Contains(members, name) || slices.Contains(reps[:j], name) {
 			return fmt.Errorf("replicas %v; want distinct members of %v", reps, members)
 		}
 	}
-	var cfg []string
-	for _, m := range p.GetConfig() {
-		name, _, _ := strings.Cut(m, "#")
-		cfg = append(cfg, name)
+	voters := voterNames(p.GetVoters())
+	if !sameSet(voters, reps) || len(p.GetLearners()) > 0 || p.GetTerm() == 0 || !p.GetWritable() {
+		return fmt.Errorf("voters %v learners %v term %d writable %v (%s); want the ring replicas %v as voters, no learners, a term, writable",
+			p.GetVoters(), p.GetLearners(), p.GetTerm(), p.GetWritable(), p.GetReason(), reps)
 	}
-	if !slices.Equal(cfg, reps) || p.GetEpoch() == 0 || p.GetEpochNode() == "" || !p.GetWritable() {
-		return fmt.Errorf("config %v epoch %d/%s writable %v (%s); want the ring replicas %v, an epoch, writable",
-			p.GetConfig(), p.GetEpoch(), p.GetEpochNode(), p.GetWritable(), p.GetReason(), reps)
+	if voters[0] != p.GetHolder() {
+		return fmt.Errorf("voters %v; want the leader %s first", p.GetVoters(), p.GetHolder())
 	}
 	return nil
+}
+
+// voterNames returns the member names of replica ids (name#incarnation),
+// in order.
+func voterNames(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i], _, _ = strings.Cut(id, "#")
+	}
+	return out
+}
+
+// sameSet reports whether a and b hold the same strings, each once.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	sa, sb := slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b))
+	return slices.Equal(sa, sb) && len(slices.Compact(sa)) == len(a)
 }
 
 // waitFormed waits until every node sees three active, alive members, no
@@ -642,9 +665,13 @@ func buildFreqd(t *testing.T, dir string) string {
 	if runtime.GOOS == "windows" {
 		exe = ".exe"
 	}
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go"+exe)
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
+	// The go command of the GOROOT `go env` reports, else the first on
+	// PATH.
+	goTool := "go"
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if p := filepath.Join(strings.TrimSpace(string(out)), "bin", "go"+exe); fileExistsE2E(p) {
+			goTool = p
+		}
 	}
 	bin := filepath.Join(dir, "freqd"+exe)
 	cmd := exec.Command(goTool, "build", "-o", bin, "github.com/freqd/freqd/cmd/freqd")
@@ -652,6 +679,12 @@ func buildFreqd(t *testing.T, dir string) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// fileExistsE2E reports whether a file exists at p.
+func fileExistsE2E(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // envWithoutFreqd is the test's environment minus FREQD_* variables, which
@@ -666,10 +699,11 @@ func envWithoutFreqd() []string {
 	return env
 }
 
-// freeLoopbackPorts returns n API ports (free for TCP) and n gossip ports
-// (free for TCP and UDP) on 127.0.0.1, all distinct. They are held open
-// until all are chosen, then released for the servers to bind.
-func freeLoopbackPorts(t *testing.T, n int) (api, gossip []int) {
+// freeLoopbackPorts returns n API ports and n peer ports (free for TCP) and
+// n gossip ports (free for TCP and UDP) on 127.0.0.1, all distinct. They
+// are held open until all are chosen, then released for the servers to
+// bind.
+func freeLoopbackPorts(t *testing.T, n int) (api, peer, gossip []int) {
 	t.Helper()
 	var held []io.Closer
 	defer func() {
@@ -701,15 +735,16 @@ func freeLoopbackPorts(t *testing.T, n int) (api, gossip []int) {
 	}
 	for range n {
 		api = append(api, grab(false))
+		peer = append(peer, grab(false))
 		gossip = append(gossip, grab(true))
 	}
-	return api, gossip
+	return api, peer, gossip
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // nodeYAML is the config file of one node of the e2e cluster.
-func nodeYAML(name, dataDir, api, gossip string, seeds []string) string {
+func nodeYAML(name, dataDir, api, peer, gossip string, seeds []string) string {
 	q := func(ss []string) string {
 		var b strings.Builder
 		for i, s := range ss {
@@ -726,6 +761,8 @@ node:
   data_dir: %s
 api:
   addr: %s
+peer:
+  addr: %s
 gossip:
   addr: %s
   seeds: %s
@@ -739,7 +776,7 @@ cluster:
   bootstrap_expect: 3
 log:
   level: info
-`, name, strconv.Quote(dataDir), api, gossip, q(seeds), config.ProfileLocal, q(e2ePoolRanges), e2ePartitions, e2eFactor)
+`, name, strconv.Quote(dataDir), api, peer, gossip, q(seeds), config.ProfileLocal, q(e2ePoolRanges), e2ePartitions, e2eFactor)
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -754,7 +791,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 // TestDevConfigs checks the per-node configs `freqd dev` builds.
 func TestDevConfigs(t *testing.T) {
 	base := devOptions{
-		nodes: 3, pool: []string{"10-15", "20-25"}, partitions: 4, apiPort: 7101, gossipPort: 7947,
+		nodes: 3, pool: []string{"10-15", "20-25"}, partitions: 4, apiPort: 7101, peerPort: 7301, gossipPort: 7947,
 		factor: 3, strategy: config.StrategyLocalFirst, profile: config.ProfileLocal, logLevel: config.LevelWarn,
 	}
 	with := func(f func(*devOptions)) devOptions {
@@ -777,6 +814,10 @@ func TestDevConfigs(t *testing.T) {
 		{"NegativeNodes", with(func(o *devOptions) { o.nodes = -1 }), []string{"--nodes -1"}},
 		{"TooManyNodes", with(func(o *devOptions) { o.nodes = 65 }), []string{"--nodes 65", "1 to 64"}},
 		{"PortPastMax", with(func(o *devOptions) { o.apiPort = 65534 }), []string{"node n3", "api.addr", "65536"}},
+		{"PeerPortPastMax", with(func(o *devOptions) { o.peerPort = 65534 }), []string{"node n3", "peer.addr", "65536"}},
+		{"PeerOverlapsAPI", with(func(o *devOptions) { o.peerPort = 7103 }), []string{"--api-port 7101", "--peer-port 7103", "overlap"}},
+		{"PeerOverlapsGossip", with(func(o *devOptions) { o.peerPort = 7945 }), []string{"--peer-port 7945", "--gossip-port 7947", "overlap"}},
+		{"APIOverlapsGossip", with(func(o *devOptions) { o.gossipPort = 7100 }), []string{"--api-port 7101", "--gossip-port 7100", "overlap"}},
 		{"BadProfile", with(func(o *devOptions) { o.profile = "wan" }), []string{"node n1", "gossip.profile"}},
 		{"BadRange", with(func(o *devOptions) { o.pool = []string{"15-10"} }), []string{"node n1", "pool.ranges[0]"}},
 		{"BadLogLevel", with(func(o *devOptions) { o.logLevel = "loud" }), []string{"node n1", "log.level"}},
@@ -823,7 +864,7 @@ func checkDevConfigs(t *testing.T, o devOptions, cfgs []config.Config) {
 			t.Errorf("config %d is named %q; want %q, once", i, c.Node.Name, want)
 		}
 		names[c.Node.Name] = true
-		for _, a := range []struct{ what, addr string }{{"api", c.API.Addr}, {"gossip", c.Gossip.Addr}} {
+		for _, a := range []struct{ what, addr string }{{"api", c.API.Addr}, {"peer", c.Peer.Addr}, {"gossip", c.Gossip.Addr}} {
 			host, port, err := net.SplitHostPort(a.addr)
 			if err != nil || host != "127.0.0.1" {
 				t.Errorf("%s %s addr %q; want 127.0.0.1:port", c.Node.Name, a.what, a.addr)
@@ -836,6 +877,9 @@ func checkDevConfigs(t *testing.T, o devOptions, cfgs []config.Config) {
 		}
 		if want := loopback(o.apiPort + i); c.API.Addr != want {
 			t.Errorf("%s api.addr %q; want %q", c.Node.Name, c.API.Addr, want)
+		}
+		if want := loopback(o.peerPort + i); c.Peer.Addr != want {
+			t.Errorf("%s peer.addr %q; want %q", c.Node.Name, c.Peer.Addr, want)
 		}
 		if want := loopback(o.gossipPort + i); c.Gossip.Addr != want {
 			t.Errorf("%s gossip.addr %q; want %q", c.Node.Name, c.Gossip.Addr, want)

@@ -229,7 +229,7 @@ func foStart(t *testing.T, bin, dir, profile string, seed uint64) *foCluster {
 	}
 	t.Cleanup(c.hc.CloseIdleConnections)
 	c.keepLogs()
-	api, gossip := freeLoopbackPorts(t, foNodes)
+	api, peer, gossip := freeLoopbackPorts(t, foNodes)
 	var addrs []string
 	for i := range foNodes {
 		var seeds []string
@@ -240,7 +240,7 @@ func foStart(t *testing.T, bin, dir, profile string, seed uint64) *foCluster {
 		}
 		name := fmt.Sprintf("n%d", i+1)
 		n := &foNode{name: name, api: loopback(api[i]), gossip: loopback(gossip[i])}
-		n.cfg = writeFile(t, dir, name+".yaml", foNodeYAML(name, filepath.Join(dir, "data", name), n.api, n.gossip, seeds, profile))
+		n.cfg = writeFile(t, dir, name+".yaml", foNodeYAML(name, filepath.Join(dir, "data", name), n.api, loopback(peer[i]), n.gossip, seeds, profile))
 		n.cl = c.newClient([]string{n.api}, client.WithoutRetry())
 		c.nodes = append(c.nodes, n)
 		addrs = append(addrs, n.api)
@@ -255,7 +255,7 @@ func foStart(t *testing.T, bin, dir, profile string, seed uint64) *foCluster {
 }
 
 // foNodeYAML is the config file of one node of the failover cluster.
-func foNodeYAML(name, dataDir, api, gossip string, seeds []string, profile string) string {
+func foNodeYAML(name, dataDir, api, peer, gossip string, seeds []string, profile string) string {
 	q := make([]string, len(seeds))
 	for i, s := range seeds {
 		q[i] = strconv.Quote(s)
@@ -265,6 +265,8 @@ node:
   name: %s
   data_dir: %s
 api:
+  addr: %s
+peer:
   addr: %s
 gossip:
   addr: %s
@@ -280,7 +282,7 @@ cluster:
   bootstrap_expect: %d
 log:
   level: info
-`, name, strconv.Quote(dataDir), api, gossip, strings.Join(q, ", "), profile,
+`, name, strconv.Quote(dataDir), api, peer, gossip, strings.Join(q, ", "), profile,
 		foPoolFirst, foPoolLast, foPartitions, foFactor, foNodes)
 }
 
@@ -398,9 +400,10 @@ func (c *foCluster) pickVictim() *foNode {
 
 // stableErr returns nil when the cluster is settled: every running node
 // sees every running node active and alive and no killed one alive, every
-// partition is writable, held by its ring owner, with min(factor, running)
-// distinct running replicas, and its configuration is the ring's replicas
-// with no incarnation of a killed process.
+// partition is writable, led by its ring owner, with min(factor, running)
+// distinct running replicas, and its raft voters are the ring's replicas
+// (as a set: raft does not keep ring order), with no learner and no
+// incarnation of a killed process.
 func (c *foCluster) stableErr() error {
 	up, down := c.upDown()
 	want := min(foFactor, len(up))
@@ -450,25 +453,22 @@ func (c *foCluster) stableErr() error {
 		c.noteCollisions(r)
 		for _, p := range r.GetPartitions() {
 			reps := p.GetReplicas()
-			if len(reps) != want || p.GetOwner() != reps[0] || p.GetHolder() != p.GetOwner() || !p.GetWritable() {
-				return fmt.Errorf("%s: partition %d: owner %q holder %q replicas %v writable %v (%s); want %d replicas, held by the owner, writable",
-					n.name, p.GetId(), p.GetOwner(), p.GetHolder(), reps, p.GetWritable(), p.GetReason(), want)
+			if len(reps) != want || p.GetOwner() != reps[0] || p.GetHolder() != p.GetOwner() || !p.GetWritable() || p.GetTerm() == 0 {
+				return fmt.Errorf("%s: partition %d: owner %q leader %q term %d replicas %v writable %v (%s); want %d replicas, led by the owner, writable",
+					n.name, p.GetId(), p.GetOwner(), p.GetHolder(), p.GetTerm(), reps, p.GetWritable(), p.GetReason(), want)
 			}
 			for j, name := range reps {
 				if !slices.Contains(up, name) || slices.Contains(reps[:j], name) {
 					return fmt.Errorf("%s: partition %d: replicas %v; want distinct running nodes of %v", n.name, p.GetId(), reps, up)
 				}
 			}
-			var names []string
-			for _, id := range p.GetConfig() {
+			for _, id := range append(p.GetVoters(), p.GetLearners()...) {
 				if c.dead[id] {
-					return fmt.Errorf("%s: partition %d: configuration %v names the killed incarnation %s", n.name, p.GetId(), p.GetConfig(), id)
+					return fmt.Errorf("%s: partition %d: voters %v learners %v name the killed incarnation %s", n.name, p.GetId(), p.GetVoters(), p.GetLearners(), id)
 				}
-				name, _, _ := strings.Cut(id, "#")
-				names = append(names, name)
 			}
-			if !slices.Equal(names, reps) {
-				return fmt.Errorf("%s: partition %d: configuration %v; want the ring's replicas %v", n.name, p.GetId(), p.GetConfig(), reps)
+			if !sameSet(voterNames(p.GetVoters()), reps) || len(p.GetLearners()) > 0 {
+				return fmt.Errorf("%s: partition %d: voters %v learners %v; want the ring's replicas %v as voters, no learners", n.name, p.GetId(), p.GetVoters(), p.GetLearners(), reps)
 			}
 		}
 	}
@@ -476,18 +476,19 @@ func (c *foCluster) stableErr() error {
 }
 
 // noteCollisions forgets a killed replica id that a running process uses
-// as its own. Configurations show incarnations by their low 16 bits, so a
-// new incarnation may look like a killed one; a primary always lists
-// itself first with its own id, which tells the two apart.
+// as its own. Replica ids show incarnations by their low 32 bits, so a new
+// incarnation may (rarely) look like a killed one; the ring lists a
+// group's leader first among its voters, with its own id, which tells the
+// two apart.
 func (c *foCluster) noteCollisions(r *freqdv1.RingResponse) {
 	for _, p := range r.GetPartitions() {
-		cfg := p.GetConfig()
-		if len(cfg) == 0 || !c.dead[cfg[0]] {
+		vs := p.GetVoters()
+		if len(vs) == 0 || !c.dead[vs[0]] {
 			continue
 		}
-		if name, _, _ := strings.Cut(cfg[0], "#"); name == p.GetHolder() {
-			c.t.Logf("the new incarnation of %s shows as %s, like a killed one (16-bit display); no longer counting it as killed", name, cfg[0])
-			delete(c.dead, cfg[0])
+		if name, _, _ := strings.Cut(vs[0], "#"); name == p.GetHolder() {
+			c.t.Logf("the new incarnation of %s shows as %s, like a killed one (32-bit display); no longer counting it as killed", name, vs[0])
+			delete(c.dead, vs[0])
 		}
 	}
 }
@@ -519,7 +520,7 @@ type foFailover struct {
 	stable time.Duration
 	// hit counts the partitions whose probes failed at all.
 	hit int
-	// ids are the killed process's replica ids, as configurations show them.
+	// ids are the killed process's replica ids, as the raft groups show them.
 	ids []string
 }
 
@@ -571,8 +572,8 @@ func (c *foCluster) killAndMeasure(v *foNode) foFailover {
 }
 
 // noteIncarnations records the replica ids of v's current process, as the
-// configurations name them, so that waitStable can tell them from its next
-// incarnation. It returns them.
+// raft groups (voters and learners) name them, so that waitStable can tell
+// them from its next incarnation. It returns them.
 func (c *foCluster) noteIncarnations(v *foNode) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -582,7 +583,7 @@ func (c *foCluster) noteIncarnations(v *foNode) []string {
 	}
 	var ids []string
 	for _, p := range r.GetPartitions() {
-		for _, id := range p.GetConfig() {
+		for _, id := range append(p.GetVoters(), p.GetLearners()...) {
 			if name, _, _ := strings.Cut(id, "#"); name == v.name && !slices.Contains(ids, id) {
 				c.dead[id] = true
 				ids = append(ids, id)
@@ -1029,8 +1030,8 @@ func (c *foCluster) rings() string {
 			continue
 		}
 		for _, p := range r.GetPartitions() {
-			fmt.Fprintf(&b, "\n  via %s: p%d owner %s replicas %v holder %s epoch %d/%s config %v writable %v %s",
-				n.name, p.GetId(), p.GetOwner(), p.GetReplicas(), p.GetHolder(), p.GetEpoch(), p.GetEpochNode(), p.GetConfig(), p.GetWritable(), p.GetReason())
+			fmt.Fprintf(&b, "\n  via %s: p%d owner %s replicas %v leader %s term %d voters %v learners %v index %d writable %v %s",
+				n.name, p.GetId(), p.GetOwner(), p.GetReplicas(), p.GetHolder(), p.GetTerm(), p.GetVoters(), p.GetLearners(), p.GetIndex(), p.GetWritable(), p.GetReason())
 		}
 	}
 	return b.String()

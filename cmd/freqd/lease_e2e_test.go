@@ -29,7 +29,7 @@ const leaseFreedDeadline = leaseTTL + 15*time.Second
 // `freqd keepalive --every` runs and is freed once it stops (never before
 // the expiry the last renewal announced); `freqd release-all` frees every
 // frequency of one client, leased or not; and a lease renewed over the
-// keepalive stream stays held while its partition's primary is killed
+// keepalive stream stays held while its partition's raft leader is killed
 // with kill -9 and the cluster fails over.
 func TestLeaseCLI(t *testing.T) {
 	dir, bin, seed := dcSetup(t)
@@ -152,7 +152,7 @@ func (c *dcCluster) checkReleaseAll(t *testing.T) {
 }
 
 // checkLeaseAcrossKill takes a lease, renews it with `freqd keepalive
-// --every` over its stream, and kills its partition's primary with kill
+// --every` over its stream, and kills its partition's raft leader with kill
 // -9: the lease must stay held through the failover and after the node is
 // back, then lapse once keepalive stops.
 func (c *dcCluster) checkLeaseAcrossKill(t *testing.T) {
@@ -162,7 +162,7 @@ func (c *dcCluster) checkLeaseAcrossKill(t *testing.T) {
 	fs := strconv.FormatUint(uint64(g.GetFrequency()), 10)
 	v := c.node(c.partition(g.GetPartition()).GetHolder())
 	if v == nil {
-		t.Fatalf("partition %d has no primary", g.GetPartition())
+		t.Fatalf("partition %d has no leader", g.GetPartition())
 	}
 	ka := c.startCLI(t, "keepalive-K", "keepalive", "--addr", addr, "--client", "K", "--every", "500ms")
 	c.waitUntil("keepalive to renew K's lease", func() error {
@@ -191,7 +191,7 @@ func (c *dcCluster) checkLeaseAcrossKill(t *testing.T) {
 	if n := len(c.renewals(t, ka, "K")); n < atKill+4 {
 		t.Errorf("keepalive printed %d renewals after kill -9 %s; want one every 500ms", n-atKill, v.name)
 	}
-	t.Logf("kill -9 %s (primary of partition %d, holding K's %s): failed over in %v; the lease stayed held %v past that",
+	t.Logf("kill -9 %s (leader of partition %d, holding K's %s): failed over in %v; the lease stayed held %v past that",
 		v.name, g.GetPartition(), fs, settled.Sub(killed).Round(time.Millisecond), 3*leaseTTL)
 
 	c.restart(v)
@@ -264,7 +264,7 @@ func (c *dcCluster) waitFreed(t *testing.T, fs, id string, renewals []leaseRenew
 		case err != nil:
 			t.Logf("holder %s: %v", fs, err)
 		case !h.Held:
-			// The primary announced the expiry by its wall clock; this
+			// The leader announced the expiry by its wall clock; this
 			// host's is the same clock. Allow rounding.
 			if seen.Before(last.Add(-50 * time.Millisecond)) {
 				t.Errorf("%s freed at %v, before the expiry %v the last renewal announced", fs, seen, last)
@@ -279,7 +279,7 @@ func (c *dcCluster) waitFreed(t *testing.T, fs, id string, renewals []leaseRenew
 	}
 }
 
-// logExpiry logs the primary's account of the expiry of id's leases:
+// logExpiry logs the leader's account of the expiry of id's leases:
 // after how long without renewal it released them.
 func (c *dcCluster) logExpiry(t *testing.T, id string) {
 	t.Helper()

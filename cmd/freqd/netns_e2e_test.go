@@ -42,6 +42,7 @@ const (
 	// only inside the namespaces the test creates, so every run can use it.
 	nsSubnet     = "10.213.0."
 	nsAPIPort    = 7100
+	nsPeerPort   = 7300
 	nsGossipPort = 7946
 
 	// nsFormDeadline bounds forming, and the majority's takeover after the cut.
@@ -126,6 +127,7 @@ type nsNode struct {
 	ns     string // its network namespace
 	ip     string
 	api    string // API address, host:port
+	peer   string // peer (node-to-node) address, host:port
 	gossip string // gossip address, host:port
 	brLink string // its veth end in the bridge namespace: down cuts it off
 	proc   *e2eProc
@@ -209,7 +211,7 @@ func TestNetnsPartition(t *testing.T) {
 	}
 	t.Logf("set A: %d allocations", len(acked))
 
-	// Cut off the node that is primary of the most partitions, so the
+	// Cut off the node that is raft leader of the most partitions, so the
 	// majority has something to take over.
 	ring := c.ring(c.nodes[0])
 	cut := c.nodes[0]
@@ -254,7 +256,7 @@ func TestNetnsPartition(t *testing.T) {
 	}
 	targets := nsMinorityTargets(ring, acked)
 	// rels are releases of allocations of A in partitions the cut-off node
-	// is not primary of: their holders ask the cut-off node to release
+	// does not lead: their holders ask the cut-off node to release
 	// them, which forwards the requests towards the majority.
 	var rels []nsOp
 	for _, f := range slices.Sorted(maps.Keys(acked)) {
@@ -266,7 +268,7 @@ func TestNetnsPartition(t *testing.T) {
 		t.Fatalf("no allocation of set A outside %s's partitions %v", cut.name, count[cut.name])
 	}
 
-	t.Logf("cutting off %s (primary of partitions %v) by taking %s down in %s", cut.name, count[cut.name], cut.brLink, c.bridge)
+	t.Logf("cutting off %s (leader of partitions %v) by taking %s down in %s", cut.name, count[cut.name], cut.brLink, c.bridge)
 	c.mustIP("-n", c.bridge, "link", "set", cut.brLink, "down")
 	cutAt := time.Now()
 
@@ -294,7 +296,7 @@ func TestNetnsPartition(t *testing.T) {
 	}()
 
 	// The majority: every partition served again (a read is answered by a
-	// primary with a quorum, rule R5), then status shows every partition
+	// raft leader through ReadIndex, which needs a quorum), then status shows every partition
 	// writable and the ring settled on the two of them.
 	var probes []nsOp
 	for _, p := range ring.GetPartitions() {
@@ -364,7 +366,7 @@ func TestNetnsPartition(t *testing.T) {
 	}
 
 	// Once more through the cut-off node, now that the majority has moved on
-	// to newer epochs.
+	// to newer raft terms.
 	<-minorityDone
 	ops := nsMinorityOps(3, targets, rels)
 	rs, err := c.call(cut, []string{cut.api}, ops...)
@@ -415,7 +417,7 @@ func TestNetnsPartition(t *testing.T) {
 	c.resolveUnknown(cut, minorityOps, minority, cutAt, healAt, addAcked)
 
 	// C: the healed node serves again, for every partition, including
-	// those it was primary of before the cut.
+	// those it led before the cut.
 	var cOps []nsOp
 	for _, p := range ring.GetPartitions() {
 		f, ok := nsFreeIn(p, acked, nil)
@@ -538,6 +540,7 @@ func (c *nsCluster) makeNetwork() {
 			ns:     fmt.Sprintf("freqd-n%d-%s", i, suffix),
 			ip:     ip,
 			api:    net.JoinHostPort(ip, strconv.Itoa(nsAPIPort)),
+			peer:   net.JoinHostPort(ip, strconv.Itoa(nsPeerPort)),
 			gossip: net.JoinHostPort(ip, strconv.Itoa(nsGossipPort)),
 			brLink: fmt.Sprintf("vn%d", i),
 		}
@@ -594,6 +597,8 @@ node:
   data_dir: %s
 api:
   addr: %s
+peer:
+  addr: %s
 gossip:
   addr: %s
   seeds: [%s]
@@ -608,7 +613,7 @@ cluster:
   bootstrap_expect: %d
 log:
   level: info
-`, n.name, strconv.Quote(filepath.Join(c.dir, "data", n.name)), n.api, n.gossip, strings.Join(seeds, ", "),
+`, n.name, strconv.Quote(filepath.Join(c.dir, "data", n.name)), n.api, n.peer, n.gossip, strings.Join(seeds, ", "),
 		nsPoolFirst, nsPoolLast, nsPartitions, nsFactor, nsNodes)
 }
 

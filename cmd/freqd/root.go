@@ -19,6 +19,7 @@ partition it needs.
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd(), newDevCmd())
+	root.AddCommand(newBenchCmd())
 	root.AddCommand(clientCommands()...)
 	return root
 }

@@ -22,8 +22,9 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run one node until SIGINT or SIGTERM (then leave the cluster cleanly)",
 		Long: `Run one freqd node. Without --config it runs the embedded default: a single
-node with its API on 127.0.0.1:7100. Settings come from, highest first: flags,
-FREQD_* environment variables (FREQD_GOSSIP_SEEDS, FREQD_API_ADDR, ...), the
+node with its API on 127.0.0.1:7100 and its peer (node-to-node) port on
+127.0.0.1:7300. Settings come from, highest first: flags, FREQD_* environment
+variables (FREQD_GOSSIP_SEEDS, FREQD_API_ADDR, FREQD_PEER_ADDR, ...), the
 config file, the defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -48,7 +49,7 @@ config file, the defaults.`,
 			if err := n.Start(ctx); err != nil {
 				return err
 			}
-			logger.Info("serving", "node", cfg.Node.Name, "api", n.APIAddr(), "gossip", cfg.Gossip.Addr)
+			logger.Info("serving", "node", cfg.Node.Name, "api", n.APIAddr(), "peer", n.PeerAddr(), "gossip", cfg.Gossip.Addr)
 			select {
 			case <-ctx.Done():
 				logger.Info("signal received: leaving the cluster")

@@ -371,7 +371,7 @@ type HolderResponse struct {
 	Partition uint32                 `protobuf:"varint,5,opt,name=partition,proto3" json:"partition,omitempty"`
 	Node      string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
 	// ttl and expires describe the holder's lease, when it has one: expires
-	// is when the primary will release the frequency unless the holder
+	// is when the leader will release the frequency unless the holder
 	// renews (its clock; see docs/leases.md).
 	Ttl           *durationpb.Duration   `protobuf:"bytes,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	Expires       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expires,proto3" json:"expires,omitempty"`
@@ -517,7 +517,7 @@ type StatusResponse struct {
 	// says why for each.
 	Unavailable []uint32            `protobuf:"varint,10,rep,packed,name=unavailable,proto3" json:"unavailable,omitempty"`
 	Problems    []*PartitionProblem `protobuf:"bytes,11,rep,name=problems,proto3" json:"problems,omitempty"`
-	// writable counts the partitions whose primary can commit now.
+	// writable counts the partitions whose leader can commit now.
 	Writable uint32 `protobuf:"varint,12,opt,name=writable,proto3" json:"writable,omitempty"`
 	// exact is true when every live node answered the status fan-out; false
 	// means some partitions' details are missing or from gossip.
@@ -962,23 +962,23 @@ type PartitionInfo struct {
 	// owner is the ring owner; replicas starts with the owner.
 	Owner    string   `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
 	Replicas []string `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	// holder is the partition's current primary; it differs from owner
-	// while a takeover is in flight.
+	// holder is the partition's raft leader (the node that serves its
+	// writes); it differs from owner while leadership moves.
 	Holder string `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
 	Free   uint64 `protobuf:"varint,7,opt,name=free,proto3" json:"free,omitempty"`
 	Held   uint64 `protobuf:"varint,8,opt,name=held,proto3" json:"held,omitempty"`
-	// epoch is the primary's epoch term; epoch_node the node that minted it.
-	Epoch     uint64 `protobuf:"varint,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	EpochNode string `protobuf:"bytes,10,opt,name=epoch_node,json=epochNode,proto3" json:"epoch_node,omitempty"`
-	// config lists the replicas of the current configuration (primary
-	// first) as name#incarnation.
-	Config []string `protobuf:"bytes,11,rep,name=config,proto3" json:"config,omitempty"`
-	// writable is true when the primary can commit writes now; reason says
+	// term is the leader's raft term.
+	Term uint64 `protobuf:"varint,9,opt,name=term,proto3" json:"term,omitempty"`
+	// voters lists the partition's raft voters as name#incarnation, the
+	// leader first, then in ring order; learners those catching up.
+	Voters []string `protobuf:"bytes,11,rep,name=voters,proto3" json:"voters,omitempty"`
+	// writable is true when the leader can commit writes now; reason says
 	// why not.
 	Writable bool   `protobuf:"varint,12,opt,name=writable,proto3" json:"writable,omitempty"`
 	Reason   string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
-	// index counts the commands applied to the partition since its creation.
-	Index         uint64 `protobuf:"varint,14,opt,name=index,proto3" json:"index,omitempty"`
+	// index is the raft index of the last command the leader applied.
+	Index         uint64   `protobuf:"varint,14,opt,name=index,proto3" json:"index,omitempty"`
+	Learners      []string `protobuf:"bytes,15,rep,name=learners,proto3" json:"learners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1069,23 +1069,16 @@ func (x *PartitionInfo) GetHeld() uint64 {
 	return 0
 }
 
-func (x *PartitionInfo) GetEpoch() uint64 {
+func (x *PartitionInfo) GetTerm() uint64 {
 	if x != nil {
-		return x.Epoch
+		return x.Term
 	}
 	return 0
 }
 
-func (x *PartitionInfo) GetEpochNode() string {
+func (x *PartitionInfo) GetVoters() []string {
 	if x != nil {
-		return x.EpochNode
-	}
-	return ""
-}
-
-func (x *PartitionInfo) GetConfig() []string {
-	if x != nil {
-		return x.Config
+		return x.Voters
 	}
 	return nil
 }
@@ -1109,6 +1102,13 @@ func (x *PartitionInfo) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *PartitionInfo) GetLearners() []string {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
 }
 
 type JoinRequest struct {
@@ -1253,9 +1253,9 @@ type KeepAliveResponse struct {
 	// expires is the earliest expiry among them after the renewal (unset
 	// when none).
 	Expires *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires,proto3" json:"expires,omitempty"`
-	// unconfirmed lists partitions whose primary could not be asked (none
+	// unconfirmed lists partitions whose leader could not be asked (none
 	// reachable answered for them). A lease there is not renewed by this
-	// call; a new primary extends every lease by a full TTL when it takes
+	// call; a new leader extends every lease by a full TTL when it takes
 	// over, so retrying within the TTL is enough.
 	Unconfirmed   []uint32 `protobuf:"varint,5,rep,packed,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1505,46 +1505,26 @@ func (x *LeaveResponse) GetHandedOff() uint32 {
 	return 0
 }
 
-type PeerAllocateRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	// frequency, when set, asks for exactly this frequency (partition must
-	// then be its partition).
-	Frequency *uint32 `protobuf:"varint,2,opt,name=frequency,proto3,oneof" json:"frequency,omitempty"`
-	// partition is the preferred partition.
-	Partition uint32 `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
-	// only_partition forbids falling back to other partitions.
-	OnlyPartition bool `protobuf:"varint,4,opt,name=only_partition,json=onlyPartition,proto3" json:"only_partition,omitempty"`
-	// from names the forwarding node.
-	From string `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
-	// request_id makes the grant idempotent (see AllocateRequest).
-	RequestId string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// home marks partition as the request's home partition: a note recorded
-	// there for request_id is reported instead of granting elsewhere.
-	Home bool `protobuf:"varint,7,opt,name=home,proto3" json:"home,omitempty"`
-	// probe grants nothing: the answer carries every partition the node
-	// leads with its free count (free) and version (versions).
-	Probe bool `protobuf:"varint,8,opt,name=probe,proto3" json:"probe,omitempty"`
-	// ttl leases the grant (see AllocateRequest).
-	Ttl           *durationpb.Duration `protobuf:"bytes,9,opt,name=ttl,proto3" json:"ttl,omitempty"`
+type ReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PeerAllocateRequest) Reset() {
-	*x = PeerAllocateRequest{}
+func (x *ReplicasRequest) Reset() {
+	*x = ReplicasRequest{}
 	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PeerAllocateRequest) String() string {
+func (x *ReplicasRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PeerAllocateRequest) ProtoMessage() {}
+func (*ReplicasRequest) ProtoMessage() {}
 
-func (x *PeerAllocateRequest) ProtoReflect() protoreflect.Message {
+func (x *ReplicasRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_freqd_v1_freqd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1556,105 +1536,34 @@ func (x *PeerAllocateRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PeerAllocateRequest.ProtoReflect.Descriptor instead.
-func (*PeerAllocateRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ReplicasRequest) Descriptor() ([]byte, []int) {
 	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{22}
 }
 
-func (x *PeerAllocateRequest) GetClientId() string {
-	if x != nil {
-		return x.ClientId
-	}
-	return ""
-}
-
-func (x *PeerAllocateRequest) GetFrequency() uint32 {
-	if x != nil && x.Frequency != nil {
-		return *x.Frequency
-	}
-	return 0
-}
-
-func (x *PeerAllocateRequest) GetPartition() uint32 {
-	if x != nil {
-		return x.Partition
-	}
-	return 0
-}
-
-func (x *PeerAllocateRequest) GetOnlyPartition() bool {
-	if x != nil {
-		return x.OnlyPartition
-	}
-	return false
-}
-
-func (x *PeerAllocateRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-func (x *PeerAllocateRequest) GetRequestId() string {
-	if x != nil {
-		return x.RequestId
-	}
-	return ""
-}
-
-func (x *PeerAllocateRequest) GetHome() bool {
-	if x != nil {
-		return x.Home
-	}
-	return false
-}
-
-func (x *PeerAllocateRequest) GetProbe() bool {
-	if x != nil {
-		return x.Probe
-	}
-	return false
-}
-
-func (x *PeerAllocateRequest) GetTtl() *durationpb.Duration {
-	if x != nil {
-		return x.Ttl
-	}
-	return nil
-}
-
-type PeerAllocateResponse struct {
+type ReplicasResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// granted is false when every partition tried is full; versions then
-	// carries each tried partition's applied-command count, so the caller
-	// can prove the whole pool was full at one instant (double collect).
-	Granted  bool              `protobuf:"varint,1,opt,name=granted,proto3" json:"granted,omitempty"`
-	Grant    *AllocateResponse `protobuf:"bytes,2,opt,name=grant,proto3" json:"grant,omitempty"`
-	Versions map[uint32]uint64 `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// noted is set when the home partition has a note for the request: the
-	// caller must ask that partition.
-	Noted *uint32 `protobuf:"varint,4,opt,name=noted,proto3,oneof" json:"noted,omitempty"`
-	// free is each probed partition's free count.
-	Free          map[uint32]uint64 `protobuf:"bytes,5,rep,name=free,proto3" json:"free,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// self names the answering node as name#incarnation.
+	Self          string          `protobuf:"bytes,1,opt,name=self,proto3" json:"self,omitempty"`
+	Replicas      []*ReplicaState `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PeerAllocateResponse) Reset() {
-	*x = PeerAllocateResponse{}
+func (x *ReplicasResponse) Reset() {
+	*x = ReplicasResponse{}
 	mi := &file_freqd_v1_freqd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PeerAllocateResponse) String() string {
+func (x *ReplicasResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PeerAllocateResponse) ProtoMessage() {}
+func (*ReplicasResponse) ProtoMessage() {}
 
-func (x *PeerAllocateResponse) ProtoReflect() protoreflect.Message {
+func (x *ReplicasResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_freqd_v1_freqd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1666,1468 +1575,52 @@ func (x *PeerAllocateResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PeerAllocateResponse.ProtoReflect.Descriptor instead.
-func (*PeerAllocateResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ReplicasResponse) Descriptor() ([]byte, []int) {
 	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{23}
 }
 
-func (x *PeerAllocateResponse) GetGranted() bool {
-	if x != nil {
-		return x.Granted
-	}
-	return false
-}
-
-func (x *PeerAllocateResponse) GetGrant() *AllocateResponse {
-	if x != nil {
-		return x.Grant
-	}
-	return nil
-}
-
-func (x *PeerAllocateResponse) GetVersions() map[uint32]uint64 {
-	if x != nil {
-		return x.Versions
-	}
-	return nil
-}
-
-func (x *PeerAllocateResponse) GetNoted() uint32 {
-	if x != nil && x.Noted != nil {
-		return *x.Noted
-	}
-	return 0
-}
-
-func (x *PeerAllocateResponse) GetFree() map[uint32]uint64 {
-	if x != nil {
-		return x.Free
-	}
-	return nil
-}
-
-type PeerReleaseRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	ClientId  string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Frequency uint32                 `protobuf:"varint,2,opt,name=frequency,proto3" json:"frequency,omitempty"`
-	From      string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
-	// since_unix_nano names the grant to end (0: any); see ReleaseRequest.
-	SinceUnixNano int64 `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerReleaseRequest) Reset() {
-	*x = PeerReleaseRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerReleaseRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerReleaseRequest) ProtoMessage() {}
-
-func (x *PeerReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerReleaseRequest.ProtoReflect.Descriptor instead.
-func (*PeerReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{24}
-}
-
-func (x *PeerReleaseRequest) GetClientId() string {
-	if x != nil {
-		return x.ClientId
-	}
-	return ""
-}
-
-func (x *PeerReleaseRequest) GetFrequency() uint32 {
-	if x != nil {
-		return x.Frequency
-	}
-	return 0
-}
-
-func (x *PeerReleaseRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-func (x *PeerReleaseRequest) GetSinceUnixNano() int64 {
-	if x != nil {
-		return x.SinceUnixNano
-	}
-	return 0
-}
-
-type PeerHolderRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Frequency     uint32                 `protobuf:"varint,1,opt,name=frequency,proto3" json:"frequency,omitempty"`
-	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerHolderRequest) Reset() {
-	*x = PeerHolderRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[25]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerHolderRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerHolderRequest) ProtoMessage() {}
-
-func (x *PeerHolderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[25]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerHolderRequest.ProtoReflect.Descriptor instead.
-func (*PeerHolderRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{25}
-}
-
-func (x *PeerHolderRequest) GetFrequency() uint32 {
-	if x != nil {
-		return x.Frequency
-	}
-	return 0
-}
-
-func (x *PeerHolderRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-type PeerNoteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Target        uint32                 `protobuf:"varint,4,opt,name=target,proto3" json:"target,omitempty"`
-	From          string                 `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerNoteRequest) Reset() {
-	*x = PeerNoteRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[26]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerNoteRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerNoteRequest) ProtoMessage() {}
-
-func (x *PeerNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[26]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerNoteRequest.ProtoReflect.Descriptor instead.
-func (*PeerNoteRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{26}
-}
-
-func (x *PeerNoteRequest) GetPartition() uint32 {
-	if x != nil {
-		return x.Partition
-	}
-	return 0
-}
-
-func (x *PeerNoteRequest) GetClientId() string {
-	if x != nil {
-		return x.ClientId
-	}
-	return ""
-}
-
-func (x *PeerNoteRequest) GetRequestId() string {
-	if x != nil {
-		return x.RequestId
-	}
-	return ""
-}
-
-func (x *PeerNoteRequest) GetTarget() uint32 {
-	if x != nil {
-		return x.Target
-	}
-	return 0
-}
-
-func (x *PeerNoteRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-type PeerNoteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerNoteResponse) Reset() {
-	*x = PeerNoteResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[27]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerNoteResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerNoteResponse) ProtoMessage() {}
-
-func (x *PeerNoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[27]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerNoteResponse.ProtoReflect.Descriptor instead.
-func (*PeerNoteResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{27}
-}
-
-type PeerKeepAliveRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerKeepAliveRequest) Reset() {
-	*x = PeerKeepAliveRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[28]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerKeepAliveRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerKeepAliveRequest) ProtoMessage() {}
-
-func (x *PeerKeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[28]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerKeepAliveRequest.ProtoReflect.Descriptor instead.
-func (*PeerKeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{28}
-}
-
-func (x *PeerKeepAliveRequest) GetClientId() string {
-	if x != nil {
-		return x.ClientId
-	}
-	return ""
-}
-
-func (x *PeerKeepAliveRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-type PeerKeepAliveResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// led lists every partition the node leads (renewed or holding nothing
-	// of client_id), so the caller knows which partitions were covered.
-	Led           []uint32               `protobuf:"varint,1,rep,packed,name=led,proto3" json:"led,omitempty"`
-	Leased        uint64                 `protobuf:"varint,2,opt,name=leased,proto3" json:"leased,omitempty"`
-	Partitions    uint32                 `protobuf:"varint,3,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	Expires       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires,proto3" json:"expires,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerKeepAliveResponse) Reset() {
-	*x = PeerKeepAliveResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[29]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerKeepAliveResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerKeepAliveResponse) ProtoMessage() {}
-
-func (x *PeerKeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[29]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerKeepAliveResponse.ProtoReflect.Descriptor instead.
-func (*PeerKeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{29}
-}
-
-func (x *PeerKeepAliveResponse) GetLed() []uint32 {
-	if x != nil {
-		return x.Led
-	}
-	return nil
-}
-
-func (x *PeerKeepAliveResponse) GetLeased() uint64 {
-	if x != nil {
-		return x.Leased
-	}
-	return 0
-}
-
-func (x *PeerKeepAliveResponse) GetPartitions() uint32 {
-	if x != nil {
-		return x.Partitions
-	}
-	return 0
-}
-
-func (x *PeerKeepAliveResponse) GetExpires() *timestamppb.Timestamp {
-	if x != nil {
-		return x.Expires
-	}
-	return nil
-}
-
-type PeerReleaseClientRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
-	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerReleaseClientRequest) Reset() {
-	*x = PeerReleaseClientRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[30]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerReleaseClientRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerReleaseClientRequest) ProtoMessage() {}
-
-func (x *PeerReleaseClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[30]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerReleaseClientRequest.ProtoReflect.Descriptor instead.
-func (*PeerReleaseClientRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{30}
-}
-
-func (x *PeerReleaseClientRequest) GetClientId() string {
-	if x != nil {
-		return x.ClientId
-	}
-	return ""
-}
-
-func (x *PeerReleaseClientRequest) GetPartition() uint32 {
-	if x != nil {
-		return x.Partition
-	}
-	return 0
-}
-
-func (x *PeerReleaseClientRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-// Epoch orders configurations: by term, then by the name of the node that
-// minted it, then by that node's incarnation (a restarted node never
-// repeats an epoch of its previous incarnation).
-type Epoch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Epoch) Reset() {
-	*x = Epoch{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[31]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Epoch) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Epoch) ProtoMessage() {}
-
-func (x *Epoch) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[31]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Epoch.ProtoReflect.Descriptor instead.
-func (*Epoch) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{31}
-}
-
-func (x *Epoch) GetTerm() uint64 {
-	if x != nil {
-		return x.Term
-	}
-	return 0
-}
-
-func (x *Epoch) GetNode() string {
-	if x != nil {
-		return x.Node
-	}
-	return ""
-}
-
-func (x *Epoch) GetIncarnation() uint64 {
-	if x != nil {
-		return x.Incarnation
-	}
-	return 0
-}
-
-// ReplicaID names one incarnation of a node.
-type ReplicaID struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReplicaID) Reset() {
-	*x = ReplicaID{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[32]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReplicaID) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReplicaID) ProtoMessage() {}
-
-func (x *ReplicaID) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[32]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReplicaID.ProtoReflect.Descriptor instead.
-func (*ReplicaID) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{32}
-}
-
-func (x *ReplicaID) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *ReplicaID) GetIncarnation() uint64 {
-	if x != nil {
-		return x.Incarnation
-	}
-	return 0
-}
-
-// Config is a partition's configuration: its epoch and its replicas, the
-// primary first.
-type Config struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         *Epoch                 `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Members       []*ReplicaID           `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Config) Reset() {
-	*x = Config{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[33]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Config) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Config) ProtoMessage() {}
-
-func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[33]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Config.ProtoReflect.Descriptor instead.
-func (*Config) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{33}
-}
-
-func (x *Config) GetEpoch() *Epoch {
-	if x != nil {
-		return x.Epoch
-	}
-	return nil
-}
-
-func (x *Config) GetMembers() []*ReplicaID {
-	if x != nil {
-		return x.Members
-	}
-	return nil
-}
-
-type PrepareRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Epoch         *Epoch                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PrepareRequest) Reset() {
-	*x = PrepareRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[34]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PrepareRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PrepareRequest) ProtoMessage() {}
-
-func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[34]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
-func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{34}
-}
-
-func (x *PrepareRequest) GetPartition() uint32 {
-	if x != nil {
-		return x.Partition
-	}
-	return 0
-}
-
-func (x *PrepareRequest) GetEpoch() *Epoch {
-	if x != nil {
-		return x.Epoch
-	}
-	return nil
-}
-
-func (x *PrepareRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-type PrepareResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// promised is false if the replica had promised a newer epoch; highest
-	// is then that epoch (else the one just promised).
-	Promised bool       `protobuf:"varint,1,opt,name=promised,proto3" json:"promised,omitempty"`
-	Highest  *Epoch     `protobuf:"bytes,2,opt,name=highest,proto3" json:"highest,omitempty"`
-	Self     *ReplicaID `protobuf:"bytes,3,opt,name=self,proto3" json:"self,omitempty"`
-	// committed is the newest configuration the replica knows committed.
-	Committed *Config `protobuf:"bytes,4,opt,name=committed,proto3" json:"committed,omitempty"`
-	// has_state, state_epoch and index give the replica's state position.
-	HasState   bool   `protobuf:"varint,5,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
-	StateEpoch *Epoch `protobuf:"bytes,6,opt,name=state_epoch,json=stateEpoch,proto3" json:"state_epoch,omitempty"`
-	Index      uint64 `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"`
-	// lost: the replica lost this partition's state and promises (a damaged
-	// data file); its promise counts for nothing until a takeover installs
-	// the state again (docs/storage.md).
-	Lost          bool `protobuf:"varint,8,opt,name=lost,proto3" json:"lost,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PrepareResponse) Reset() {
-	*x = PrepareResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[35]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PrepareResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PrepareResponse) ProtoMessage() {}
-
-func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[35]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
-func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{35}
-}
-
-func (x *PrepareResponse) GetPromised() bool {
-	if x != nil {
-		return x.Promised
-	}
-	return false
-}
-
-func (x *PrepareResponse) GetHighest() *Epoch {
-	if x != nil {
-		return x.Highest
-	}
-	return nil
-}
-
-func (x *PrepareResponse) GetSelf() *ReplicaID {
+func (x *ReplicasResponse) GetSelf() string {
 	if x != nil {
 		return x.Self
 	}
-	return nil
-}
-
-func (x *PrepareResponse) GetCommitted() *Config {
-	if x != nil {
-		return x.Committed
-	}
-	return nil
-}
-
-func (x *PrepareResponse) GetHasState() bool {
-	if x != nil {
-		return x.HasState
-	}
-	return false
-}
-
-func (x *PrepareResponse) GetStateEpoch() *Epoch {
-	if x != nil {
-		return x.StateEpoch
-	}
-	return nil
-}
-
-func (x *PrepareResponse) GetIndex() uint64 {
-	if x != nil {
-		return x.Index
-	}
-	return 0
-}
-
-func (x *PrepareResponse) GetLost() bool {
-	if x != nil {
-		return x.Lost
-	}
-	return false
-}
-
-type FetchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Epoch         *Epoch                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *FetchRequest) Reset() {
-	*x = FetchRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[36]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *FetchRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*FetchRequest) ProtoMessage() {}
-
-func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[36]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
-func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{36}
-}
-
-func (x *FetchRequest) GetPartition() uint32 {
-	if x != nil {
-		return x.Partition
-	}
-	return 0
-}
-
-func (x *FetchRequest) GetEpoch() *Epoch {
-	if x != nil {
-		return x.Epoch
-	}
-	return nil
-}
-
-func (x *FetchRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
 	return ""
 }
 
-type FetchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Snapshot      []byte                 `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	StateEpoch    *Epoch                 `protobuf:"bytes,2,opt,name=state_epoch,json=stateEpoch,proto3" json:"state_epoch,omitempty"`
-	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *FetchResponse) Reset() {
-	*x = FetchResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[37]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *FetchResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*FetchResponse) ProtoMessage() {}
-
-func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[37]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
-func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{37}
-}
-
-func (x *FetchResponse) GetSnapshot() []byte {
-	if x != nil {
-		return x.Snapshot
-	}
-	return nil
-}
-
-func (x *FetchResponse) GetStateEpoch() *Epoch {
-	if x != nil {
-		return x.StateEpoch
-	}
-	return nil
-}
-
-func (x *FetchResponse) GetIndex() uint64 {
-	if x != nil {
-		return x.Index
-	}
-	return 0
-}
-
-type InstallRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Config    *Config                `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
-	// to is the replica the state is for; another incarnation refuses.
-	To *ReplicaID `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	// snapshot is the state at index. Empty means "you already have it":
-	// the receiver must hold exactly (base_epoch, index).
-	Snapshot  []byte `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	Index     uint64 `protobuf:"varint,5,opt,name=index,proto3" json:"index,omitempty"`
-	BaseEpoch *Epoch `protobuf:"bytes,6,opt,name=base_epoch,json=baseEpoch,proto3" json:"base_epoch,omitempty"`
-	// committed is true when config is already committed (a catch-up).
-	Committed     bool   `protobuf:"varint,7,opt,name=committed,proto3" json:"committed,omitempty"`
-	From          string `protobuf:"bytes,8,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *InstallRequest) Reset() {
-	*x = InstallRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[38]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *InstallRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*InstallRequest) ProtoMessage() {}
-
-func (x *InstallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[38]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use InstallRequest.ProtoReflect.Descriptor instead.
-func (*InstallRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{38}
-}
-
-func (x *InstallRequest) GetPartition() uint32 {
-	if x != nil {
-		return x.Partition
-	}
-	return 0
-}
-
-func (x *InstallRequest) GetConfig() *Config {
-	if x != nil {
-		return x.Config
-	}
-	return nil
-}
-
-func (x *InstallRequest) GetTo() *ReplicaID {
-	if x != nil {
-		return x.To
-	}
-	return nil
-}
-
-func (x *InstallRequest) GetSnapshot() []byte {
-	if x != nil {
-		return x.Snapshot
-	}
-	return nil
-}
-
-func (x *InstallRequest) GetIndex() uint64 {
-	if x != nil {
-		return x.Index
-	}
-	return 0
-}
-
-func (x *InstallRequest) GetBaseEpoch() *Epoch {
-	if x != nil {
-		return x.BaseEpoch
-	}
-	return nil
-}
-
-func (x *InstallRequest) GetCommitted() bool {
-	if x != nil {
-		return x.Committed
-	}
-	return false
-}
-
-func (x *InstallRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-type InstallResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// stale: the replica promised a newer epoch (highest) and refused.
-	Stale         bool   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
-	Highest       *Epoch `protobuf:"bytes,2,opt,name=highest,proto3" json:"highest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *InstallResponse) Reset() {
-	*x = InstallResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[39]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *InstallResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*InstallResponse) ProtoMessage() {}
-
-func (x *InstallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[39]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use InstallResponse.ProtoReflect.Descriptor instead.
-func (*InstallResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{39}
-}
-
-func (x *InstallResponse) GetStale() bool {
-	if x != nil {
-		return x.Stale
-	}
-	return false
-}
-
-func (x *InstallResponse) GetHighest() *Epoch {
-	if x != nil {
-		return x.Highest
-	}
-	return nil
-}
-
-type CommitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Config        *Config                `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
-	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CommitRequest) Reset() {
-	*x = CommitRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[40]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CommitRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CommitRequest) ProtoMessage() {}
-
-func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[40]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
-func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{40}
-}
-
-func (x *CommitRequest) GetPartition() uint32 {
-	if x != nil {
-		return x.Partition
-	}
-	return 0
-}
-
-func (x *CommitRequest) GetConfig() *Config {
-	if x != nil {
-		return x.Config
-	}
-	return nil
-}
-
-func (x *CommitRequest) GetFrom() string {
-	if x != nil {
-		return x.From
-	}
-	return ""
-}
-
-type CommitResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Self  *ReplicaID             `protobuf:"bytes,1,opt,name=self,proto3" json:"self,omitempty"`
-	// ok is false if the replica had promised a newer epoch (highest).
-	Ok            bool   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
-	Highest       *Epoch `protobuf:"bytes,3,opt,name=highest,proto3" json:"highest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CommitResponse) Reset() {
-	*x = CommitResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[41]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CommitResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CommitResponse) ProtoMessage() {}
-
-func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[41]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
-func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{41}
-}
-
-func (x *CommitResponse) GetSelf() *ReplicaID {
-	if x != nil {
-		return x.Self
-	}
-	return nil
-}
-
-func (x *CommitResponse) GetOk() bool {
-	if x != nil {
-		return x.Ok
-	}
-	return false
-}
-
-func (x *CommitResponse) GetHighest() *Epoch {
-	if x != nil {
-		return x.Highest
-	}
-	return nil
-}
-
-type AppendRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Epoch     *Epoch                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	To        *ReplicaID             `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	// prev_index is the index before the first command.
-	PrevIndex uint64 `protobuf:"varint,4,opt,name=prev_index,json=prevIndex,proto3" json:"prev_index,omitempty"`
-	// commands are partition commands (package partition's encoding).
-	Commands      [][]byte `protobuf:"bytes,5,rep,name=commands,proto3" json:"commands,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *AppendRequest) Reset() {
-	*x = AppendRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[42]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *AppendRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*AppendRequest) ProtoMessage() {}
-
-func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[42]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
-func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{42}
-}
-
-func (x *AppendRequest) GetPartition() uint32 {
-	if x != nil {
-		return x.Partition
-	}
-	return 0
-}
-
-func (x *AppendRequest) GetEpoch() *Epoch {
-	if x != nil {
-		return x.Epoch
-	}
-	return nil
-}
-
-func (x *AppendRequest) GetTo() *ReplicaID {
-	if x != nil {
-		return x.To
-	}
-	return nil
-}
-
-func (x *AppendRequest) GetPrevIndex() uint64 {
-	if x != nil {
-		return x.PrevIndex
-	}
-	return 0
-}
-
-func (x *AppendRequest) GetCommands() [][]byte {
-	if x != nil {
-		return x.Commands
-	}
-	return nil
-}
-
-type AppendResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// ok: the follower now holds every command up to index.
-	Ok    bool   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
-	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
-	// need_install: the follower must first receive a snapshot.
-	NeedInstall bool `protobuf:"varint,3,opt,name=need_install,json=needInstall,proto3" json:"need_install,omitempty"`
-	// stale: the follower promised a newer epoch (highest).
-	Stale         bool   `protobuf:"varint,4,opt,name=stale,proto3" json:"stale,omitempty"`
-	Highest       *Epoch `protobuf:"bytes,5,opt,name=highest,proto3" json:"highest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *AppendResponse) Reset() {
-	*x = AppendResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[43]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *AppendResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*AppendResponse) ProtoMessage() {}
-
-func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[43]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
-func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{43}
-}
-
-func (x *AppendResponse) GetOk() bool {
-	if x != nil {
-		return x.Ok
-	}
-	return false
-}
-
-func (x *AppendResponse) GetIndex() uint64 {
-	if x != nil {
-		return x.Index
-	}
-	return 0
-}
-
-func (x *AppendResponse) GetNeedInstall() bool {
-	if x != nil {
-		return x.NeedInstall
-	}
-	return false
-}
-
-func (x *AppendResponse) GetStale() bool {
-	if x != nil {
-		return x.Stale
-	}
-	return false
-}
-
-func (x *AppendResponse) GetHighest() *Epoch {
-	if x != nil {
-		return x.Highest
-	}
-	return nil
-}
-
-type PartitionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PartitionsRequest) Reset() {
-	*x = PartitionsRequest{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[44]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PartitionsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PartitionsRequest) ProtoMessage() {}
-
-func (x *PartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[44]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PartitionsRequest.ProtoReflect.Descriptor instead.
-func (*PartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{44}
-}
-
-type PartitionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Self          *ReplicaID             `protobuf:"bytes,1,opt,name=self,proto3" json:"self,omitempty"`
-	Replicas      []*ReplicaState        `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PartitionsResponse) Reset() {
-	*x = PartitionsResponse{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[45]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PartitionsResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PartitionsResponse) ProtoMessage() {}
-
-func (x *PartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[45]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PartitionsResponse.ProtoReflect.Descriptor instead.
-func (*PartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{45}
-}
-
-func (x *PartitionsResponse) GetSelf() *ReplicaID {
-	if x != nil {
-		return x.Self
-	}
-	return nil
-}
-
-func (x *PartitionsResponse) GetReplicas() []*ReplicaState {
+func (x *ReplicasResponse) GetReplicas() []*ReplicaState {
 	if x != nil {
 		return x.Replicas
 	}
 	return nil
 }
 
-// ReplicaState is one node's record for one partition.
+// ReplicaState is one node's raft replica of one partition.
 type ReplicaState struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	// role is none, follower, primary or stepping-down.
-	Role       string  `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Promised   *Epoch  `protobuf:"bytes,3,opt,name=promised,proto3" json:"promised,omitempty"`
-	Committed  *Config `protobuf:"bytes,4,opt,name=committed,proto3" json:"committed,omitempty"`
-	Accepted   *Config `protobuf:"bytes,5,opt,name=accepted,proto3" json:"accepted,omitempty"`
-	HasState   bool    `protobuf:"varint,6,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
-	StateEpoch *Epoch  `protobuf:"bytes,7,opt,name=state_epoch,json=stateEpoch,proto3" json:"state_epoch,omitempty"`
-	Index      uint64  `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
-	Free       uint64  `protobuf:"varint,9,opt,name=free,proto3" json:"free,omitempty"`
-	Held       uint64  `protobuf:"varint,10,opt,name=held,proto3" json:"held,omitempty"`
-	// writable (primary only) and reason: why the partition cannot commit,
-	// or why this node's takeover of it failed.
-	Writable bool   `protobuf:"varint,11,opt,name=writable,proto3" json:"writable,omitempty"`
-	Reason   string `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
-	// lost: see PrepareResponse.lost.
-	Lost          bool `protobuf:"varint,13,opt,name=lost,proto3" json:"lost,omitempty"`
+	// role is leader, follower, candidate, pre-candidate or learner.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Term uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	// leader names the leader this replica knows (name#incarnation), or "".
+	Leader string `protobuf:"bytes,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// voters and learners of the replica's configuration, name#incarnation.
+	Voters   []string `protobuf:"bytes,5,rep,name=voters,proto3" json:"voters,omitempty"`
+	Learners []string `protobuf:"bytes,6,rep,name=learners,proto3" json:"learners,omitempty"`
+	// applied is the raft index of the last command applied here.
+	Applied uint64 `protobuf:"varint,7,opt,name=applied,proto3" json:"applied,omitempty"`
+	Free    uint64 `protobuf:"varint,8,opt,name=free,proto3" json:"free,omitempty"`
+	Held    uint64 `protobuf:"varint,9,opt,name=held,proto3" json:"held,omitempty"`
+	// writable (leader only): a quorum of voters was heard from within an
+	// election timeout; reason says why not.
+	Writable      bool   `protobuf:"varint,10,opt,name=writable,proto3" json:"writable,omitempty"`
+	Reason        string `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicaState) Reset() {
 	*x = ReplicaState{}
-	mi := &file_freqd_v1_freqd_proto_msgTypes[46]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +1632,7 @@ func (x *ReplicaState) String() string {
 func (*ReplicaState) ProtoMessage() {}
 
 func (x *ReplicaState) ProtoReflect() protoreflect.Message {
-	mi := &file_freqd_v1_freqd_proto_msgTypes[46]
+	mi := &file_freqd_v1_freqd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +1645,7 @@ func (x *ReplicaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
 func (*ReplicaState) Descriptor() ([]byte, []int) {
-	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{46}
+	return file_freqd_v1_freqd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReplicaState) GetPartition() uint32 {
@@ -3169,44 +1662,37 @@ func (x *ReplicaState) GetRole() string {
 	return ""
 }
 
-func (x *ReplicaState) GetPromised() *Epoch {
+func (x *ReplicaState) GetTerm() uint64 {
 	if x != nil {
-		return x.Promised
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *ReplicaState) GetVoters() []string {
+	if x != nil {
+		return x.Voters
 	}
 	return nil
 }
 
-func (x *ReplicaState) GetCommitted() *Config {
+func (x *ReplicaState) GetLearners() []string {
 	if x != nil {
-		return x.Committed
+		return x.Learners
 	}
 	return nil
 }
 
-func (x *ReplicaState) GetAccepted() *Config {
+func (x *ReplicaState) GetApplied() uint64 {
 	if x != nil {
-		return x.Accepted
-	}
-	return nil
-}
-
-func (x *ReplicaState) GetHasState() bool {
-	if x != nil {
-		return x.HasState
-	}
-	return false
-}
-
-func (x *ReplicaState) GetStateEpoch() *Epoch {
-	if x != nil {
-		return x.StateEpoch
-	}
-	return nil
-}
-
-func (x *ReplicaState) GetIndex() uint64 {
-	if x != nil {
-		return x.Index
+		return x.Applied
 	}
 	return 0
 }
@@ -3237,13 +1723,6 @@ func (x *ReplicaState) GetReason() string {
 		return x.Reason
 	}
 	return ""
-}
-
-func (x *ReplicaState) GetLost() bool {
-	if x != nil {
-		return x.Lost
-	}
-	return false
 }
 
 var File_freqd_v1_freqd_proto protoreflect.FileDescriptor
@@ -3327,7 +1806,7 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x17.freqd.v1.PartitionInfoR\n" +
-	"partitions\"\xd2\x02\n" +
+	"partitions\"\xd3\x02\n" +
 	"\rPartitionInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x14\n" +
 	"\x05first\x18\x02 \x01(\rR\x05first\x12\x12\n" +
@@ -3336,15 +1815,14 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\breplicas\x18\x05 \x03(\tR\breplicas\x12\x16\n" +
 	"\x06holder\x18\x06 \x01(\tR\x06holder\x12\x12\n" +
 	"\x04free\x18\a \x01(\x04R\x04free\x12\x12\n" +
-	"\x04held\x18\b \x01(\x04R\x04held\x12\x14\n" +
-	"\x05epoch\x18\t \x01(\x04R\x05epoch\x12\x1d\n" +
-	"\n" +
-	"epoch_node\x18\n" +
-	" \x01(\tR\tepochNode\x12\x16\n" +
-	"\x06config\x18\v \x03(\tR\x06config\x12\x1a\n" +
+	"\x04held\x18\b \x01(\x04R\x04held\x12\x12\n" +
+	"\x04term\x18\t \x01(\x04R\x04term\x12\x16\n" +
+	"\x06voters\x18\v \x03(\tR\x06voters\x12\x1a\n" +
 	"\bwritable\x18\f \x01(\bR\bwritable\x12\x16\n" +
 	"\x06reason\x18\r \x01(\tR\x06reason\x12\x14\n" +
-	"\x05index\x18\x0e \x01(\x04R\x05index\"#\n" +
+	"\x05index\x18\x0e \x01(\x04R\x05index\x12\x1a\n" +
+	"\blearners\x18\x0f \x03(\tR\blearnersJ\x04\b\n" +
+	"\x10\v\"#\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05seeds\x18\x01 \x03(\tR\x05seeds\"&\n" +
 	"\fJoinResponse\x12\x16\n" +
@@ -3367,150 +1845,24 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\fLeaveRequest\".\n" +
 	"\rLeaveResponse\x12\x1d\n" +
 	"\n" +
-	"handed_off\x18\x01 \x01(\rR\thandedOff\"\xb2\x02\n" +
-	"\x13PeerAllocateRequest\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
-	"\tfrequency\x18\x02 \x01(\rH\x00R\tfrequency\x88\x01\x01\x12\x1c\n" +
-	"\tpartition\x18\x03 \x01(\rR\tpartition\x12%\n" +
-	"\x0eonly_partition\x18\x04 \x01(\bR\ronlyPartition\x12\x12\n" +
-	"\x04from\x18\x05 \x01(\tR\x04from\x12\x1d\n" +
-	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestId\x12\x12\n" +
-	"\x04home\x18\a \x01(\bR\x04home\x12\x14\n" +
-	"\x05probe\x18\b \x01(\bR\x05probe\x12+\n" +
-	"\x03ttl\x18\t \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\f\n" +
-	"\n" +
-	"_frequency\"\x85\x03\n" +
-	"\x14PeerAllocateResponse\x12\x18\n" +
-	"\agranted\x18\x01 \x01(\bR\agranted\x120\n" +
-	"\x05grant\x18\x02 \x01(\v2\x1a.freqd.v1.AllocateResponseR\x05grant\x12H\n" +
-	"\bversions\x18\x03 \x03(\v2,.freqd.v1.PeerAllocateResponse.VersionsEntryR\bversions\x12\x19\n" +
-	"\x05noted\x18\x04 \x01(\rH\x00R\x05noted\x88\x01\x01\x12<\n" +
-	"\x04free\x18\x05 \x03(\v2(.freqd.v1.PeerAllocateResponse.FreeEntryR\x04free\x1a;\n" +
-	"\rVersionsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a7\n" +
-	"\tFreeEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01B\b\n" +
-	"\x06_noted\"\x8b\x01\n" +
-	"\x12PeerReleaseRequest\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1c\n" +
-	"\tfrequency\x18\x02 \x01(\rR\tfrequency\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\x12&\n" +
-	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\"E\n" +
-	"\x11PeerHolderRequest\x12\x1c\n" +
-	"\tfrequency\x18\x01 \x01(\rR\tfrequency\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\tR\x04from\"\x97\x01\n" +
-	"\x0fPeerNoteRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x1b\n" +
-	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1d\n" +
-	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\x12\x16\n" +
-	"\x06target\x18\x04 \x01(\rR\x06target\x12\x12\n" +
-	"\x04from\x18\x05 \x01(\tR\x04from\"\x12\n" +
-	"\x10PeerNoteResponse\"G\n" +
-	"\x14PeerKeepAliveRequest\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\tR\x04from\"\x97\x01\n" +
-	"\x15PeerKeepAliveResponse\x12\x10\n" +
-	"\x03led\x18\x01 \x03(\rR\x03led\x12\x16\n" +
-	"\x06leased\x18\x02 \x01(\x04R\x06leased\x12\x1e\n" +
-	"\n" +
-	"partitions\x18\x03 \x01(\rR\n" +
-	"partitions\x124\n" +
-	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"i\n" +
-	"\x18PeerReleaseClientRequest\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1c\n" +
-	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"Q\n" +
-	"\x05Epoch\x12\x12\n" +
-	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\x12 \n" +
-	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"A\n" +
-	"\tReplicaID\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
-	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"^\n" +
-	"\x06Config\x12%\n" +
-	"\x05epoch\x18\x01 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12-\n" +
-	"\amembers\x18\x02 \x03(\v2\x13.freqd.v1.ReplicaIDR\amembers\"i\n" +
-	"\x0ePrepareRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\x12%\n" +
-	"\x05epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"\xaa\x02\n" +
-	"\x0fPrepareResponse\x12\x1a\n" +
-	"\bpromised\x18\x01 \x01(\bR\bpromised\x12)\n" +
-	"\ahighest\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\x12'\n" +
-	"\x04self\x18\x03 \x01(\v2\x13.freqd.v1.ReplicaIDR\x04self\x12.\n" +
-	"\tcommitted\x18\x04 \x01(\v2\x10.freqd.v1.ConfigR\tcommitted\x12\x1b\n" +
-	"\thas_state\x18\x05 \x01(\bR\bhasState\x120\n" +
-	"\vstate_epoch\x18\x06 \x01(\v2\x0f.freqd.v1.EpochR\n" +
-	"stateEpoch\x12\x14\n" +
-	"\x05index\x18\a \x01(\x04R\x05index\x12\x12\n" +
-	"\x04lost\x18\b \x01(\bR\x04lost\"g\n" +
-	"\fFetchRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\x12%\n" +
-	"\x05epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"s\n" +
-	"\rFetchResponse\x12\x1a\n" +
-	"\bsnapshot\x18\x01 \x01(\fR\bsnapshot\x120\n" +
-	"\vstate_epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\n" +
-	"stateEpoch\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index\"\x91\x02\n" +
-	"\x0eInstallRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\x12(\n" +
-	"\x06config\x18\x02 \x01(\v2\x10.freqd.v1.ConfigR\x06config\x12#\n" +
-	"\x02to\x18\x03 \x01(\v2\x13.freqd.v1.ReplicaIDR\x02to\x12\x1a\n" +
-	"\bsnapshot\x18\x04 \x01(\fR\bsnapshot\x12\x14\n" +
-	"\x05index\x18\x05 \x01(\x04R\x05index\x12.\n" +
-	"\n" +
-	"base_epoch\x18\x06 \x01(\v2\x0f.freqd.v1.EpochR\tbaseEpoch\x12\x1c\n" +
-	"\tcommitted\x18\a \x01(\bR\tcommitted\x12\x12\n" +
-	"\x04from\x18\b \x01(\tR\x04from\"R\n" +
-	"\x0fInstallResponse\x12\x14\n" +
-	"\x05stale\x18\x01 \x01(\bR\x05stale\x12)\n" +
-	"\ahighest\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\"k\n" +
-	"\rCommitRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\x12(\n" +
-	"\x06config\x18\x02 \x01(\v2\x10.freqd.v1.ConfigR\x06config\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"t\n" +
-	"\x0eCommitResponse\x12'\n" +
-	"\x04self\x18\x01 \x01(\v2\x13.freqd.v1.ReplicaIDR\x04self\x12\x0e\n" +
-	"\x02ok\x18\x02 \x01(\bR\x02ok\x12)\n" +
-	"\ahighest\x18\x03 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\"\xb4\x01\n" +
-	"\rAppendRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\x12%\n" +
-	"\x05epoch\x18\x02 \x01(\v2\x0f.freqd.v1.EpochR\x05epoch\x12#\n" +
-	"\x02to\x18\x03 \x01(\v2\x13.freqd.v1.ReplicaIDR\x02to\x12\x1d\n" +
-	"\n" +
-	"prev_index\x18\x04 \x01(\x04R\tprevIndex\x12\x1a\n" +
-	"\bcommands\x18\x05 \x03(\fR\bcommands\"\x9a\x01\n" +
-	"\x0eAppendResponse\x12\x0e\n" +
-	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\x12!\n" +
-	"\fneed_install\x18\x03 \x01(\bR\vneedInstall\x12\x14\n" +
-	"\x05stale\x18\x04 \x01(\bR\x05stale\x12)\n" +
-	"\ahighest\x18\x05 \x01(\v2\x0f.freqd.v1.EpochR\ahighest\"\x13\n" +
-	"\x11PartitionsRequest\"q\n" +
-	"\x12PartitionsResponse\x12'\n" +
-	"\x04self\x18\x01 \x01(\v2\x13.freqd.v1.ReplicaIDR\x04self\x122\n" +
-	"\breplicas\x18\x02 \x03(\v2\x16.freqd.v1.ReplicaStateR\breplicas\"\xa0\x03\n" +
+	"handed_off\x18\x01 \x01(\rR\thandedOff\"\x11\n" +
+	"\x0fReplicasRequest\"Z\n" +
+	"\x10ReplicasResponse\x12\x12\n" +
+	"\x04self\x18\x01 \x01(\tR\x04self\x122\n" +
+	"\breplicas\x18\x02 \x03(\v2\x16.freqd.v1.ReplicaStateR\breplicas\"\x96\x02\n" +
 	"\fReplicaState\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
-	"\x04role\x18\x02 \x01(\tR\x04role\x12+\n" +
-	"\bpromised\x18\x03 \x01(\v2\x0f.freqd.v1.EpochR\bpromised\x12.\n" +
-	"\tcommitted\x18\x04 \x01(\v2\x10.freqd.v1.ConfigR\tcommitted\x12,\n" +
-	"\baccepted\x18\x05 \x01(\v2\x10.freqd.v1.ConfigR\baccepted\x12\x1b\n" +
-	"\thas_state\x18\x06 \x01(\bR\bhasState\x120\n" +
-	"\vstate_epoch\x18\a \x01(\v2\x0f.freqd.v1.EpochR\n" +
-	"stateEpoch\x12\x14\n" +
-	"\x05index\x18\b \x01(\x04R\x05index\x12\x12\n" +
-	"\x04free\x18\t \x01(\x04R\x04free\x12\x12\n" +
-	"\x04held\x18\n" +
-	" \x01(\x04R\x04held\x12\x1a\n" +
-	"\bwritable\x18\v \x01(\bR\bwritable\x12\x16\n" +
-	"\x06reason\x18\f \x01(\tR\x06reason\x12\x12\n" +
-	"\x04lost\x18\r \x01(\bR\x04lost2\x92\x05\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x16\n" +
+	"\x06leader\x18\x04 \x01(\tR\x06leader\x12\x16\n" +
+	"\x06voters\x18\x05 \x03(\tR\x06voters\x12\x1a\n" +
+	"\blearners\x18\x06 \x03(\tR\blearners\x12\x18\n" +
+	"\aapplied\x18\a \x01(\x04R\aapplied\x12\x12\n" +
+	"\x04free\x18\b \x01(\x04R\x04free\x12\x12\n" +
+	"\x04held\x18\t \x01(\x04R\x04held\x12\x1a\n" +
+	"\bwritable\x18\n" +
+	" \x01(\bR\bwritable\x12\x16\n" +
+	"\x06reason\x18\v \x01(\tR\x06reason2\xd5\x05\n" +
 	"\fFreqdService\x12A\n" +
 	"\bAllocate\x12\x19.freqd.v1.AllocateRequest\x1a\x1a.freqd.v1.AllocateResponse\x12>\n" +
 	"\aRelease\x12\x18.freqd.v1.ReleaseRequest\x1a\x19.freqd.v1.ReleaseResponse\x12;\n" +
@@ -3522,22 +1874,8 @@ const file_freqd_v1_freqd_proto_rawDesc = "" +
 	"\tKeepAlive\x12\x1a.freqd.v1.KeepAliveRequest\x1a\x1b.freqd.v1.KeepAliveResponse\x12N\n" +
 	"\x0fKeepAliveStream\x12\x1a.freqd.v1.KeepAliveRequest\x1a\x1b.freqd.v1.KeepAliveResponse(\x010\x01\x12G\n" +
 	"\n" +
-	"ReleaseAll\x12\x1b.freqd.v1.ReleaseAllRequest\x1a\x1c.freqd.v1.ReleaseAllResponse2\xd2\x06\n" +
-	"\vPeerService\x12M\n" +
-	"\fPeerAllocate\x12\x1d.freqd.v1.PeerAllocateRequest\x1a\x1e.freqd.v1.PeerAllocateResponse\x12F\n" +
-	"\vPeerRelease\x12\x1c.freqd.v1.PeerReleaseRequest\x1a\x19.freqd.v1.ReleaseResponse\x12C\n" +
-	"\n" +
-	"PeerHolder\x12\x1b.freqd.v1.PeerHolderRequest\x1a\x18.freqd.v1.HolderResponse\x12A\n" +
-	"\bPeerNote\x12\x19.freqd.v1.PeerNoteRequest\x1a\x1a.freqd.v1.PeerNoteResponse\x12>\n" +
-	"\aPrepare\x12\x18.freqd.v1.PrepareRequest\x1a\x19.freqd.v1.PrepareResponse\x128\n" +
-	"\x05Fetch\x12\x16.freqd.v1.FetchRequest\x1a\x17.freqd.v1.FetchResponse\x12>\n" +
-	"\aInstall\x12\x18.freqd.v1.InstallRequest\x1a\x19.freqd.v1.InstallResponse\x12;\n" +
-	"\x06Commit\x12\x17.freqd.v1.CommitRequest\x1a\x18.freqd.v1.CommitResponse\x12;\n" +
-	"\x06Append\x12\x17.freqd.v1.AppendRequest\x1a\x18.freqd.v1.AppendResponse\x12G\n" +
-	"\n" +
-	"Partitions\x12\x1b.freqd.v1.PartitionsRequest\x1a\x1c.freqd.v1.PartitionsResponse\x12P\n" +
-	"\rPeerKeepAlive\x12\x1e.freqd.v1.PeerKeepAliveRequest\x1a\x1f.freqd.v1.PeerKeepAliveResponse\x12U\n" +
-	"\x11PeerReleaseClient\x12\".freqd.v1.PeerReleaseClientRequest\x1a\x1c.freqd.v1.ReleaseAllResponseB-Z+github.com/freqd/freqd/gen/freqd/v1;freqdv1b\x06proto3"
+	"ReleaseAll\x12\x1b.freqd.v1.ReleaseAllRequest\x1a\x1c.freqd.v1.ReleaseAllResponse\x12A\n" +
+	"\bReplicas\x12\x19.freqd.v1.ReplicasRequest\x1a\x1a.freqd.v1.ReplicasResponseB-Z+github.com/freqd/freqd/gen/freqd/v1;freqdv1b\x06proto3"
 
 var (
 	file_freqd_v1_freqd_proto_rawDescOnce sync.Once
@@ -3551,153 +1889,78 @@ func file_freqd_v1_freqd_proto_rawDescGZIP() []byte {
 	return file_freqd_v1_freqd_proto_rawDescData
 }
 
-var file_freqd_v1_freqd_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_freqd_v1_freqd_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_freqd_v1_freqd_proto_goTypes = []any{
-	(*AllocateRequest)(nil),          // 0: freqd.v1.AllocateRequest
-	(*AllocateResponse)(nil),         // 1: freqd.v1.AllocateResponse
-	(*ReleaseRequest)(nil),           // 2: freqd.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 3: freqd.v1.ReleaseResponse
-	(*HolderRequest)(nil),            // 4: freqd.v1.HolderRequest
-	(*HolderResponse)(nil),           // 5: freqd.v1.HolderResponse
-	(*StatusRequest)(nil),            // 6: freqd.v1.StatusRequest
-	(*StatusResponse)(nil),           // 7: freqd.v1.StatusResponse
-	(*PartitionProblem)(nil),         // 8: freqd.v1.PartitionProblem
-	(*Range)(nil),                    // 9: freqd.v1.Range
-	(*Member)(nil),                   // 10: freqd.v1.Member
-	(*RingRequest)(nil),              // 11: freqd.v1.RingRequest
-	(*RingResponse)(nil),             // 12: freqd.v1.RingResponse
-	(*PartitionInfo)(nil),            // 13: freqd.v1.PartitionInfo
-	(*JoinRequest)(nil),              // 14: freqd.v1.JoinRequest
-	(*JoinResponse)(nil),             // 15: freqd.v1.JoinResponse
-	(*KeepAliveRequest)(nil),         // 16: freqd.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),        // 17: freqd.v1.KeepAliveResponse
-	(*ReleaseAllRequest)(nil),        // 18: freqd.v1.ReleaseAllRequest
-	(*ReleaseAllResponse)(nil),       // 19: freqd.v1.ReleaseAllResponse
-	(*LeaveRequest)(nil),             // 20: freqd.v1.LeaveRequest
-	(*LeaveResponse)(nil),            // 21: freqd.v1.LeaveResponse
-	(*PeerAllocateRequest)(nil),      // 22: freqd.v1.PeerAllocateRequest
-	(*PeerAllocateResponse)(nil),     // 23: freqd.v1.PeerAllocateResponse
-	(*PeerReleaseRequest)(nil),       // 24: freqd.v1.PeerReleaseRequest
-	(*PeerHolderRequest)(nil),        // 25: freqd.v1.PeerHolderRequest
-	(*PeerNoteRequest)(nil),          // 26: freqd.v1.PeerNoteRequest
-	(*PeerNoteResponse)(nil),         // 27: freqd.v1.PeerNoteResponse
-	(*PeerKeepAliveRequest)(nil),     // 28: freqd.v1.PeerKeepAliveRequest
-	(*PeerKeepAliveResponse)(nil),    // 29: freqd.v1.PeerKeepAliveResponse
-	(*PeerReleaseClientRequest)(nil), // 30: freqd.v1.PeerReleaseClientRequest
-	(*Epoch)(nil),                    // 31: freqd.v1.Epoch
-	(*ReplicaID)(nil),                // 32: freqd.v1.ReplicaID
-	(*Config)(nil),                   // 33: freqd.v1.Config
-	(*PrepareRequest)(nil),           // 34: freqd.v1.PrepareRequest
-	(*PrepareResponse)(nil),          // 35: freqd.v1.PrepareResponse
-	(*FetchRequest)(nil),             // 36: freqd.v1.FetchRequest
-	(*FetchResponse)(nil),            // 37: freqd.v1.FetchResponse
-	(*InstallRequest)(nil),           // 38: freqd.v1.InstallRequest
-	(*InstallResponse)(nil),          // 39: freqd.v1.InstallResponse
-	(*CommitRequest)(nil),            // 40: freqd.v1.CommitRequest
-	(*CommitResponse)(nil),           // 41: freqd.v1.CommitResponse
-	(*AppendRequest)(nil),            // 42: freqd.v1.AppendRequest
-	(*AppendResponse)(nil),           // 43: freqd.v1.AppendResponse
-	(*PartitionsRequest)(nil),        // 44: freqd.v1.PartitionsRequest
-	(*PartitionsResponse)(nil),       // 45: freqd.v1.PartitionsResponse
-	(*ReplicaState)(nil),             // 46: freqd.v1.ReplicaState
-	nil,                              // 47: freqd.v1.PeerAllocateResponse.VersionsEntry
-	nil,                              // 48: freqd.v1.PeerAllocateResponse.FreeEntry
-	(*durationpb.Duration)(nil),      // 49: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 50: google.protobuf.Timestamp
+	(*AllocateRequest)(nil),       // 0: freqd.v1.AllocateRequest
+	(*AllocateResponse)(nil),      // 1: freqd.v1.AllocateResponse
+	(*ReleaseRequest)(nil),        // 2: freqd.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 3: freqd.v1.ReleaseResponse
+	(*HolderRequest)(nil),         // 4: freqd.v1.HolderRequest
+	(*HolderResponse)(nil),        // 5: freqd.v1.HolderResponse
+	(*StatusRequest)(nil),         // 6: freqd.v1.StatusRequest
+	(*StatusResponse)(nil),        // 7: freqd.v1.StatusResponse
+	(*PartitionProblem)(nil),      // 8: freqd.v1.PartitionProblem
+	(*Range)(nil),                 // 9: freqd.v1.Range
+	(*Member)(nil),                // 10: freqd.v1.Member
+	(*RingRequest)(nil),           // 11: freqd.v1.RingRequest
+	(*RingResponse)(nil),          // 12: freqd.v1.RingResponse
+	(*PartitionInfo)(nil),         // 13: freqd.v1.PartitionInfo
+	(*JoinRequest)(nil),           // 14: freqd.v1.JoinRequest
+	(*JoinResponse)(nil),          // 15: freqd.v1.JoinResponse
+	(*KeepAliveRequest)(nil),      // 16: freqd.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),     // 17: freqd.v1.KeepAliveResponse
+	(*ReleaseAllRequest)(nil),     // 18: freqd.v1.ReleaseAllRequest
+	(*ReleaseAllResponse)(nil),    // 19: freqd.v1.ReleaseAllResponse
+	(*LeaveRequest)(nil),          // 20: freqd.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 21: freqd.v1.LeaveResponse
+	(*ReplicasRequest)(nil),       // 22: freqd.v1.ReplicasRequest
+	(*ReplicasResponse)(nil),      // 23: freqd.v1.ReplicasResponse
+	(*ReplicaState)(nil),          // 24: freqd.v1.ReplicaState
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_freqd_v1_freqd_proto_depIdxs = []int32{
-	49, // 0: freqd.v1.AllocateRequest.ttl:type_name -> google.protobuf.Duration
-	50, // 1: freqd.v1.AllocateResponse.since:type_name -> google.protobuf.Timestamp
-	49, // 2: freqd.v1.AllocateResponse.ttl:type_name -> google.protobuf.Duration
-	50, // 3: freqd.v1.AllocateResponse.expires:type_name -> google.protobuf.Timestamp
-	50, // 4: freqd.v1.ReleaseRequest.since:type_name -> google.protobuf.Timestamp
-	50, // 5: freqd.v1.HolderResponse.since:type_name -> google.protobuf.Timestamp
-	49, // 6: freqd.v1.HolderResponse.ttl:type_name -> google.protobuf.Duration
-	50, // 7: freqd.v1.HolderResponse.expires:type_name -> google.protobuf.Timestamp
+	25, // 0: freqd.v1.AllocateRequest.ttl:type_name -> google.protobuf.Duration
+	26, // 1: freqd.v1.AllocateResponse.since:type_name -> google.protobuf.Timestamp
+	25, // 2: freqd.v1.AllocateResponse.ttl:type_name -> google.protobuf.Duration
+	26, // 3: freqd.v1.AllocateResponse.expires:type_name -> google.protobuf.Timestamp
+	26, // 4: freqd.v1.ReleaseRequest.since:type_name -> google.protobuf.Timestamp
+	26, // 5: freqd.v1.HolderResponse.since:type_name -> google.protobuf.Timestamp
+	25, // 6: freqd.v1.HolderResponse.ttl:type_name -> google.protobuf.Duration
+	26, // 7: freqd.v1.HolderResponse.expires:type_name -> google.protobuf.Timestamp
 	10, // 8: freqd.v1.StatusResponse.members:type_name -> freqd.v1.Member
 	9,  // 9: freqd.v1.StatusResponse.ranges:type_name -> freqd.v1.Range
 	8,  // 10: freqd.v1.StatusResponse.problems:type_name -> freqd.v1.PartitionProblem
 	13, // 11: freqd.v1.RingResponse.partitions:type_name -> freqd.v1.PartitionInfo
-	50, // 12: freqd.v1.KeepAliveResponse.expires:type_name -> google.protobuf.Timestamp
-	49, // 13: freqd.v1.PeerAllocateRequest.ttl:type_name -> google.protobuf.Duration
-	1,  // 14: freqd.v1.PeerAllocateResponse.grant:type_name -> freqd.v1.AllocateResponse
-	47, // 15: freqd.v1.PeerAllocateResponse.versions:type_name -> freqd.v1.PeerAllocateResponse.VersionsEntry
-	48, // 16: freqd.v1.PeerAllocateResponse.free:type_name -> freqd.v1.PeerAllocateResponse.FreeEntry
-	50, // 17: freqd.v1.PeerKeepAliveResponse.expires:type_name -> google.protobuf.Timestamp
-	31, // 18: freqd.v1.Config.epoch:type_name -> freqd.v1.Epoch
-	32, // 19: freqd.v1.Config.members:type_name -> freqd.v1.ReplicaID
-	31, // 20: freqd.v1.PrepareRequest.epoch:type_name -> freqd.v1.Epoch
-	31, // 21: freqd.v1.PrepareResponse.highest:type_name -> freqd.v1.Epoch
-	32, // 22: freqd.v1.PrepareResponse.self:type_name -> freqd.v1.ReplicaID
-	33, // 23: freqd.v1.PrepareResponse.committed:type_name -> freqd.v1.Config
-	31, // 24: freqd.v1.PrepareResponse.state_epoch:type_name -> freqd.v1.Epoch
-	31, // 25: freqd.v1.FetchRequest.epoch:type_name -> freqd.v1.Epoch
-	31, // 26: freqd.v1.FetchResponse.state_epoch:type_name -> freqd.v1.Epoch
-	33, // 27: freqd.v1.InstallRequest.config:type_name -> freqd.v1.Config
-	32, // 28: freqd.v1.InstallRequest.to:type_name -> freqd.v1.ReplicaID
-	31, // 29: freqd.v1.InstallRequest.base_epoch:type_name -> freqd.v1.Epoch
-	31, // 30: freqd.v1.InstallResponse.highest:type_name -> freqd.v1.Epoch
-	33, // 31: freqd.v1.CommitRequest.config:type_name -> freqd.v1.Config
-	32, // 32: freqd.v1.CommitResponse.self:type_name -> freqd.v1.ReplicaID
-	31, // 33: freqd.v1.CommitResponse.highest:type_name -> freqd.v1.Epoch
-	31, // 34: freqd.v1.AppendRequest.epoch:type_name -> freqd.v1.Epoch
-	32, // 35: freqd.v1.AppendRequest.to:type_name -> freqd.v1.ReplicaID
-	31, // 36: freqd.v1.AppendResponse.highest:type_name -> freqd.v1.Epoch
-	32, // 37: freqd.v1.PartitionsResponse.self:type_name -> freqd.v1.ReplicaID
-	46, // 38: freqd.v1.PartitionsResponse.replicas:type_name -> freqd.v1.ReplicaState
-	31, // 39: freqd.v1.ReplicaState.promised:type_name -> freqd.v1.Epoch
-	33, // 40: freqd.v1.ReplicaState.committed:type_name -> freqd.v1.Config
-	33, // 41: freqd.v1.ReplicaState.accepted:type_name -> freqd.v1.Config
-	31, // 42: freqd.v1.ReplicaState.state_epoch:type_name -> freqd.v1.Epoch
-	0,  // 43: freqd.v1.FreqdService.Allocate:input_type -> freqd.v1.AllocateRequest
-	2,  // 44: freqd.v1.FreqdService.Release:input_type -> freqd.v1.ReleaseRequest
-	4,  // 45: freqd.v1.FreqdService.Holder:input_type -> freqd.v1.HolderRequest
-	6,  // 46: freqd.v1.FreqdService.Status:input_type -> freqd.v1.StatusRequest
-	11, // 47: freqd.v1.FreqdService.Ring:input_type -> freqd.v1.RingRequest
-	14, // 48: freqd.v1.FreqdService.Join:input_type -> freqd.v1.JoinRequest
-	20, // 49: freqd.v1.FreqdService.Leave:input_type -> freqd.v1.LeaveRequest
-	16, // 50: freqd.v1.FreqdService.KeepAlive:input_type -> freqd.v1.KeepAliveRequest
-	16, // 51: freqd.v1.FreqdService.KeepAliveStream:input_type -> freqd.v1.KeepAliveRequest
-	18, // 52: freqd.v1.FreqdService.ReleaseAll:input_type -> freqd.v1.ReleaseAllRequest
-	22, // 53: freqd.v1.PeerService.PeerAllocate:input_type -> freqd.v1.PeerAllocateRequest
-	24, // 54: freqd.v1.PeerService.PeerRelease:input_type -> freqd.v1.PeerReleaseRequest
-	25, // 55: freqd.v1.PeerService.PeerHolder:input_type -> freqd.v1.PeerHolderRequest
-	26, // 56: freqd.v1.PeerService.PeerNote:input_type -> freqd.v1.PeerNoteRequest
-	34, // 57: freqd.v1.PeerService.Prepare:input_type -> freqd.v1.PrepareRequest
-	36, // 58: freqd.v1.PeerService.Fetch:input_type -> freqd.v1.FetchRequest
-	38, // 59: freqd.v1.PeerService.Install:input_type -> freqd.v1.InstallRequest
-	40, // 60: freqd.v1.PeerService.Commit:input_type -> freqd.v1.CommitRequest
-	42, // 61: freqd.v1.PeerService.Append:input_type -> freqd.v1.AppendRequest
-	44, // 62: freqd.v1.PeerService.Partitions:input_type -> freqd.v1.PartitionsRequest
-	28, // 63: freqd.v1.PeerService.PeerKeepAlive:input_type -> freqd.v1.PeerKeepAliveRequest
-	30, // 64: freqd.v1.PeerService.PeerReleaseClient:input_type -> freqd.v1.PeerReleaseClientRequest
-	1,  // 65: freqd.v1.FreqdService.Allocate:output_type -> freqd.v1.AllocateResponse
-	3,  // 66: freqd.v1.FreqdService.Release:output_type -> freqd.v1.ReleaseResponse
-	5,  // 67: freqd.v1.FreqdService.Holder:output_type -> freqd.v1.HolderResponse
-	7,  // 68: freqd.v1.FreqdService.Status:output_type -> freqd.v1.StatusResponse
-	12, // 69: freqd.v1.FreqdService.Ring:output_type -> freqd.v1.RingResponse
-	15, // 70: freqd.v1.FreqdService.Join:output_type -> freqd.v1.JoinResponse
-	21, // 71: freqd.v1.FreqdService.Leave:output_type -> freqd.v1.LeaveResponse
-	17, // 72: freqd.v1.FreqdService.KeepAlive:output_type -> freqd.v1.KeepAliveResponse
-	17, // 73: freqd.v1.FreqdService.KeepAliveStream:output_type -> freqd.v1.KeepAliveResponse
-	19, // 74: freqd.v1.FreqdService.ReleaseAll:output_type -> freqd.v1.ReleaseAllResponse
-	23, // 75: freqd.v1.PeerService.PeerAllocate:output_type -> freqd.v1.PeerAllocateResponse
-	3,  // 76: freqd.v1.PeerService.PeerRelease:output_type -> freqd.v1.ReleaseResponse
-	5,  // 77: freqd.v1.PeerService.PeerHolder:output_type -> freqd.v1.HolderResponse
-	27, // 78: freqd.v1.PeerService.PeerNote:output_type -> freqd.v1.PeerNoteResponse
-	35, // 79: freqd.v1.PeerService.Prepare:output_type -> freqd.v1.PrepareResponse
-	37, // 80: freqd.v1.PeerService.Fetch:output_type -> freqd.v1.FetchResponse
-	39, // 81: freqd.v1.PeerService.Install:output_type -> freqd.v1.InstallResponse
-	41, // 82: freqd.v1.PeerService.Commit:output_type -> freqd.v1.CommitResponse
-	43, // 83: freqd.v1.PeerService.Append:output_type -> freqd.v1.AppendResponse
-	45, // 84: freqd.v1.PeerService.Partitions:output_type -> freqd.v1.PartitionsResponse
-	29, // 85: freqd.v1.PeerService.PeerKeepAlive:output_type -> freqd.v1.PeerKeepAliveResponse
-	19, // 86: freqd.v1.PeerService.PeerReleaseClient:output_type -> freqd.v1.ReleaseAllResponse
-	65, // [65:87] is the sub-list for method output_type
-	43, // [43:65] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	26, // 12: freqd.v1.KeepAliveResponse.expires:type_name -> google.protobuf.Timestamp
+	24, // 13: freqd.v1.ReplicasResponse.replicas:type_name -> freqd.v1.ReplicaState
+	0,  // 14: freqd.v1.FreqdService.Allocate:input_type -> freqd.v1.AllocateRequest
+	2,  // 15: freqd.v1.FreqdService.Release:input_type -> freqd.v1.ReleaseRequest
+	4,  // 16: freqd.v1.FreqdService.Holder:input_type -> freqd.v1.HolderRequest
+	6,  // 17: freqd.v1.FreqdService.Status:input_type -> freqd.v1.StatusRequest
+	11, // 18: freqd.v1.FreqdService.Ring:input_type -> freqd.v1.RingRequest
+	14, // 19: freqd.v1.FreqdService.Join:input_type -> freqd.v1.JoinRequest
+	20, // 20: freqd.v1.FreqdService.Leave:input_type -> freqd.v1.LeaveRequest
+	16, // 21: freqd.v1.FreqdService.KeepAlive:input_type -> freqd.v1.KeepAliveRequest
+	16, // 22: freqd.v1.FreqdService.KeepAliveStream:input_type -> freqd.v1.KeepAliveRequest
+	18, // 23: freqd.v1.FreqdService.ReleaseAll:input_type -> freqd.v1.ReleaseAllRequest
+	22, // 24: freqd.v1.FreqdService.Replicas:input_type -> freqd.v1.ReplicasRequest
+	1,  // 25: freqd.v1.FreqdService.Allocate:output_type -> freqd.v1.AllocateResponse
+	3,  // 26: freqd.v1.FreqdService.Release:output_type -> freqd.v1.ReleaseResponse
+	5,  // 27: freqd.v1.FreqdService.Holder:output_type -> freqd.v1.HolderResponse
+	7,  // 28: freqd.v1.FreqdService.Status:output_type -> freqd.v1.StatusResponse
+	12, // 29: freqd.v1.FreqdService.Ring:output_type -> freqd.v1.RingResponse
+	15, // 30: freqd.v1.FreqdService.Join:output_type -> freqd.v1.JoinResponse
+	21, // 31: freqd.v1.FreqdService.Leave:output_type -> freqd.v1.LeaveResponse
+	17, // 32: freqd.v1.FreqdService.KeepAlive:output_type -> freqd.v1.KeepAliveResponse
+	17, // 33: freqd.v1.FreqdService.KeepAliveStream:output_type -> freqd.v1.KeepAliveResponse
+	19, // 34: freqd.v1.FreqdService.ReleaseAll:output_type -> freqd.v1.ReleaseAllResponse
+	23, // 35: freqd.v1.FreqdService.Replicas:output_type -> freqd.v1.ReplicasResponse
+	25, // [25:36] is the sub-list for method output_type
+	14, // [14:25] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_freqd_v1_freqd_proto_init() }
@@ -3706,17 +1969,15 @@ func file_freqd_v1_freqd_proto_init() {
 		return
 	}
 	file_freqd_v1_freqd_proto_msgTypes[0].OneofWrappers = []any{}
-	file_freqd_v1_freqd_proto_msgTypes[22].OneofWrappers = []any{}
-	file_freqd_v1_freqd_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_freqd_v1_freqd_proto_rawDesc), len(file_freqd_v1_freqd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   25,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   1,
 		},
 		GoTypes:           file_freqd_v1_freqd_proto_goTypes,
 		DependencyIndexes: file_freqd_v1_freqd_proto_depIdxs,

@@ -28,8 +28,6 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// FreqdServiceName is the fully-qualified name of the FreqdService service.
 	FreqdServiceName = "freqd.v1.FreqdService"
-	// PeerServiceName is the fully-qualified name of the PeerService service.
-	PeerServiceName = "freqd.v1.PeerService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -61,33 +59,8 @@ const (
 	FreqdServiceKeepAliveStreamProcedure = "/freqd.v1.FreqdService/KeepAliveStream"
 	// FreqdServiceReleaseAllProcedure is the fully-qualified name of the FreqdService's ReleaseAll RPC.
 	FreqdServiceReleaseAllProcedure = "/freqd.v1.FreqdService/ReleaseAll"
-	// PeerServicePeerAllocateProcedure is the fully-qualified name of the PeerService's PeerAllocate
-	// RPC.
-	PeerServicePeerAllocateProcedure = "/freqd.v1.PeerService/PeerAllocate"
-	// PeerServicePeerReleaseProcedure is the fully-qualified name of the PeerService's PeerRelease RPC.
-	PeerServicePeerReleaseProcedure = "/freqd.v1.PeerService/PeerRelease"
-	// PeerServicePeerHolderProcedure is the fully-qualified name of the PeerService's PeerHolder RPC.
-	PeerServicePeerHolderProcedure = "/freqd.v1.PeerService/PeerHolder"
-	// PeerServicePeerNoteProcedure is the fully-qualified name of the PeerService's PeerNote RPC.
-	PeerServicePeerNoteProcedure = "/freqd.v1.PeerService/PeerNote"
-	// PeerServicePrepareProcedure is the fully-qualified name of the PeerService's Prepare RPC.
-	PeerServicePrepareProcedure = "/freqd.v1.PeerService/Prepare"
-	// PeerServiceFetchProcedure is the fully-qualified name of the PeerService's Fetch RPC.
-	PeerServiceFetchProcedure = "/freqd.v1.PeerService/Fetch"
-	// PeerServiceInstallProcedure is the fully-qualified name of the PeerService's Install RPC.
-	PeerServiceInstallProcedure = "/freqd.v1.PeerService/Install"
-	// PeerServiceCommitProcedure is the fully-qualified name of the PeerService's Commit RPC.
-	PeerServiceCommitProcedure = "/freqd.v1.PeerService/Commit"
-	// PeerServiceAppendProcedure is the fully-qualified name of the PeerService's Append RPC.
-	PeerServiceAppendProcedure = "/freqd.v1.PeerService/Append"
-	// PeerServicePartitionsProcedure is the fully-qualified name of the PeerService's Partitions RPC.
-	PeerServicePartitionsProcedure = "/freqd.v1.PeerService/Partitions"
-	// PeerServicePeerKeepAliveProcedure is the fully-qualified name of the PeerService's PeerKeepAlive
-	// RPC.
-	PeerServicePeerKeepAliveProcedure = "/freqd.v1.PeerService/PeerKeepAlive"
-	// PeerServicePeerReleaseClientProcedure is the fully-qualified name of the PeerService's
-	// PeerReleaseClient RPC.
-	PeerServicePeerReleaseClientProcedure = "/freqd.v1.PeerService/PeerReleaseClient"
+	// FreqdServiceReplicasProcedure is the fully-qualified name of the FreqdService's Replicas RPC.
+	FreqdServiceReplicasProcedure = "/freqd.v1.FreqdService/Replicas"
 )
 
 // FreqdServiceClient is a client for the freqd.v1.FreqdService service.
@@ -115,6 +88,9 @@ type FreqdServiceClient interface {
 	KeepAliveStream(context.Context) *connect.BidiStreamForClient[v1.KeepAliveRequest, v1.KeepAliveResponse]
 	// ReleaseAll frees every frequency client_id holds, leased or not.
 	ReleaseAll(context.Context, *connect.Request[v1.ReleaseAllRequest]) (*connect.Response[v1.ReleaseAllResponse], error)
+	// Replicas reports the receiving node's own raft replicas, one per
+	// partition it hosts (for operators and tests; Ring shows the leaders').
+	Replicas(context.Context, *connect.Request[v1.ReplicasRequest]) (*connect.Response[v1.ReplicasResponse], error)
 }
 
 // NewFreqdServiceClient constructs a client for the freqd.v1.FreqdService service. By default, it
@@ -188,6 +164,12 @@ func NewFreqdServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(freqdServiceMethods.ByName("ReleaseAll")),
 			connect.WithClientOptions(opts...),
 		),
+		replicas: connect.NewClient[v1.ReplicasRequest, v1.ReplicasResponse](
+			httpClient,
+			baseURL+FreqdServiceReplicasProcedure,
+			connect.WithSchema(freqdServiceMethods.ByName("Replicas")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -203,6 +185,7 @@ type freqdServiceClient struct {
 	keepAlive       *connect.Client[v1.KeepAliveRequest, v1.KeepAliveResponse]
 	keepAliveStream *connect.Client[v1.KeepAliveRequest, v1.KeepAliveResponse]
 	releaseAll      *connect.Client[v1.ReleaseAllRequest, v1.ReleaseAllResponse]
+	replicas        *connect.Client[v1.ReplicasRequest, v1.ReplicasResponse]
 }
 
 // Allocate calls freqd.v1.FreqdService.Allocate.
@@ -255,6 +238,11 @@ func (c *freqdServiceClient) ReleaseAll(ctx context.Context, req *connect.Reques
 	return c.releaseAll.CallUnary(ctx, req)
 }
 
+// Replicas calls freqd.v1.FreqdService.Replicas.
+func (c *freqdServiceClient) Replicas(ctx context.Context, req *connect.Request[v1.ReplicasRequest]) (*connect.Response[v1.ReplicasResponse], error) {
+	return c.replicas.CallUnary(ctx, req)
+}
+
 // FreqdServiceHandler is an implementation of the freqd.v1.FreqdService service.
 type FreqdServiceHandler interface {
 	// Allocate grants a free frequency to client_id, or the given frequency
@@ -280,6 +268,9 @@ type FreqdServiceHandler interface {
 	KeepAliveStream(context.Context, *connect.BidiStream[v1.KeepAliveRequest, v1.KeepAliveResponse]) error
 	// ReleaseAll frees every frequency client_id holds, leased or not.
 	ReleaseAll(context.Context, *connect.Request[v1.ReleaseAllRequest]) (*connect.Response[v1.ReleaseAllResponse], error)
+	// Replicas reports the receiving node's own raft replicas, one per
+	// partition it hosts (for operators and tests; Ring shows the leaders').
+	Replicas(context.Context, *connect.Request[v1.ReplicasRequest]) (*connect.Response[v1.ReplicasResponse], error)
 }
 
 // NewFreqdServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -349,6 +340,12 @@ func NewFreqdServiceHandler(svc FreqdServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(freqdServiceMethods.ByName("ReleaseAll")),
 		connect.WithHandlerOptions(opts...),
 	)
+	freqdServiceReplicasHandler := connect.NewUnaryHandler(
+		FreqdServiceReplicasProcedure,
+		svc.Replicas,
+		connect.WithSchema(freqdServiceMethods.ByName("Replicas")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/freqd.v1.FreqdService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FreqdServiceAllocateProcedure:
@@ -371,6 +368,8 @@ func NewFreqdServiceHandler(svc FreqdServiceHandler, opts ...connect.HandlerOpti
 			freqdServiceKeepAliveStreamHandler.ServeHTTP(w, r)
 		case FreqdServiceReleaseAllProcedure:
 			freqdServiceReleaseAllHandler.ServeHTTP(w, r)
+		case FreqdServiceReplicasProcedure:
+			freqdServiceReplicasHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -420,386 +419,6 @@ func (UnimplementedFreqdServiceHandler) ReleaseAll(context.Context, *connect.Req
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.FreqdService.ReleaseAll is not implemented"))
 }
 
-// PeerServiceClient is a client for the freqd.v1.PeerService service.
-type PeerServiceClient interface {
-	// PeerAllocate grants from the receiving node's partitions, trying
-	// partition first when it is primary there, then the others it leads.
-	PeerAllocate(context.Context, *connect.Request[v1.PeerAllocateRequest]) (*connect.Response[v1.PeerAllocateResponse], error)
-	PeerRelease(context.Context, *connect.Request[v1.PeerReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
-	PeerHolder(context.Context, *connect.Request[v1.PeerHolderRequest]) (*connect.Response[v1.HolderResponse], error)
-	// PeerNote records in a home partition that a request was placed in
-	// another partition (see docs/replication.md, request ids).
-	PeerNote(context.Context, *connect.Request[v1.PeerNoteRequest]) (*connect.Response[v1.PeerNoteResponse], error)
-	// Prepare asks a replica to promise an epoch (takeover phase 1).
-	Prepare(context.Context, *connect.Request[v1.PrepareRequest]) (*connect.Response[v1.PrepareResponse], error)
-	// Fetch returns the state of a replica that promised the epoch.
-	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
-	// Install puts a configuration's state on one of its members.
-	Install(context.Context, *connect.Request[v1.InstallRequest]) (*connect.Response[v1.InstallResponse], error)
-	// Commit tells a replica that a configuration is committed.
-	Commit(context.Context, *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error)
-	// Append ships the primary's commands to a follower.
-	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
-	// Partitions reports the receiving node's replica records, for status.
-	Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error)
-	// PeerKeepAlive renews client_id's leases in every partition the
-	// receiving node leads.
-	PeerKeepAlive(context.Context, *connect.Request[v1.PeerKeepAliveRequest]) (*connect.Response[v1.PeerKeepAliveResponse], error)
-	// PeerReleaseClient frees client_id's frequencies in the given
-	// partitions, each of which the receiving node must lead.
-	PeerReleaseClient(context.Context, *connect.Request[v1.PeerReleaseClientRequest]) (*connect.Response[v1.ReleaseAllResponse], error)
-}
-
-// NewPeerServiceClient constructs a client for the freqd.v1.PeerService service. By default, it
-// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
-// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
-// connect.WithGRPCWeb() options.
-//
-// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
-// http://api.acme.com or https://acme.com/grpc).
-func NewPeerServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) PeerServiceClient {
-	baseURL = strings.TrimRight(baseURL, "/")
-	peerServiceMethods := v1.File_freqd_v1_freqd_proto.Services().ByName("PeerService").Methods()
-	return &peerServiceClient{
-		peerAllocate: connect.NewClient[v1.PeerAllocateRequest, v1.PeerAllocateResponse](
-			httpClient,
-			baseURL+PeerServicePeerAllocateProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("PeerAllocate")),
-			connect.WithClientOptions(opts...),
-		),
-		peerRelease: connect.NewClient[v1.PeerReleaseRequest, v1.ReleaseResponse](
-			httpClient,
-			baseURL+PeerServicePeerReleaseProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("PeerRelease")),
-			connect.WithClientOptions(opts...),
-		),
-		peerHolder: connect.NewClient[v1.PeerHolderRequest, v1.HolderResponse](
-			httpClient,
-			baseURL+PeerServicePeerHolderProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("PeerHolder")),
-			connect.WithClientOptions(opts...),
-		),
-		peerNote: connect.NewClient[v1.PeerNoteRequest, v1.PeerNoteResponse](
-			httpClient,
-			baseURL+PeerServicePeerNoteProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("PeerNote")),
-			connect.WithClientOptions(opts...),
-		),
-		prepare: connect.NewClient[v1.PrepareRequest, v1.PrepareResponse](
-			httpClient,
-			baseURL+PeerServicePrepareProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("Prepare")),
-			connect.WithClientOptions(opts...),
-		),
-		fetch: connect.NewClient[v1.FetchRequest, v1.FetchResponse](
-			httpClient,
-			baseURL+PeerServiceFetchProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("Fetch")),
-			connect.WithClientOptions(opts...),
-		),
-		install: connect.NewClient[v1.InstallRequest, v1.InstallResponse](
-			httpClient,
-			baseURL+PeerServiceInstallProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("Install")),
-			connect.WithClientOptions(opts...),
-		),
-		commit: connect.NewClient[v1.CommitRequest, v1.CommitResponse](
-			httpClient,
-			baseURL+PeerServiceCommitProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("Commit")),
-			connect.WithClientOptions(opts...),
-		),
-		append: connect.NewClient[v1.AppendRequest, v1.AppendResponse](
-			httpClient,
-			baseURL+PeerServiceAppendProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("Append")),
-			connect.WithClientOptions(opts...),
-		),
-		partitions: connect.NewClient[v1.PartitionsRequest, v1.PartitionsResponse](
-			httpClient,
-			baseURL+PeerServicePartitionsProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("Partitions")),
-			connect.WithClientOptions(opts...),
-		),
-		peerKeepAlive: connect.NewClient[v1.PeerKeepAliveRequest, v1.PeerKeepAliveResponse](
-			httpClient,
-			baseURL+PeerServicePeerKeepAliveProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("PeerKeepAlive")),
-			connect.WithClientOptions(opts...),
-		),
-		peerReleaseClient: connect.NewClient[v1.PeerReleaseClientRequest, v1.ReleaseAllResponse](
-			httpClient,
-			baseURL+PeerServicePeerReleaseClientProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("PeerReleaseClient")),
-			connect.WithClientOptions(opts...),
-		),
-	}
-}
-
-// peerServiceClient implements PeerServiceClient.
-type peerServiceClient struct {
-	peerAllocate      *connect.Client[v1.PeerAllocateRequest, v1.PeerAllocateResponse]
-	peerRelease       *connect.Client[v1.PeerReleaseRequest, v1.ReleaseResponse]
-	peerHolder        *connect.Client[v1.PeerHolderRequest, v1.HolderResponse]
-	peerNote          *connect.Client[v1.PeerNoteRequest, v1.PeerNoteResponse]
-	prepare           *connect.Client[v1.PrepareRequest, v1.PrepareResponse]
-	fetch             *connect.Client[v1.FetchRequest, v1.FetchResponse]
-	install           *connect.Client[v1.InstallRequest, v1.InstallResponse]
-	commit            *connect.Client[v1.CommitRequest, v1.CommitResponse]
-	append            *connect.Client[v1.AppendRequest, v1.AppendResponse]
-	partitions        *connect.Client[v1.PartitionsRequest, v1.PartitionsResponse]
-	peerKeepAlive     *connect.Client[v1.PeerKeepAliveRequest, v1.PeerKeepAliveResponse]
-	peerReleaseClient *connect.Client[v1.PeerReleaseClientRequest, v1.ReleaseAllResponse]
-}
-
-// PeerAllocate calls freqd.v1.PeerService.PeerAllocate.
-func (c *peerServiceClient) PeerAllocate(ctx context.Context, req *connect.Request[v1.PeerAllocateRequest]) (*connect.Response[v1.PeerAllocateResponse], error) {
-	return c.peerAllocate.CallUnary(ctx, req)
-}
-
-// PeerRelease calls freqd.v1.PeerService.PeerRelease.
-func (c *peerServiceClient) PeerRelease(ctx context.Context, req *connect.Request[v1.PeerReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error) {
-	return c.peerRelease.CallUnary(ctx, req)
-}
-
-// PeerHolder calls freqd.v1.PeerService.PeerHolder.
-func (c *peerServiceClient) PeerHolder(ctx context.Context, req *connect.Request[v1.PeerHolderRequest]) (*connect.Response[v1.HolderResponse], error) {
-	return c.peerHolder.CallUnary(ctx, req)
-}
-
-// PeerNote calls freqd.v1.PeerService.PeerNote.
-func (c *peerServiceClient) PeerNote(ctx context.Context, req *connect.Request[v1.PeerNoteRequest]) (*connect.Response[v1.PeerNoteResponse], error) {
-	return c.peerNote.CallUnary(ctx, req)
-}
-
-// Prepare calls freqd.v1.PeerService.Prepare.
-func (c *peerServiceClient) Prepare(ctx context.Context, req *connect.Request[v1.PrepareRequest]) (*connect.Response[v1.PrepareResponse], error) {
-	return c.prepare.CallUnary(ctx, req)
-}
-
-// Fetch calls freqd.v1.PeerService.Fetch.
-func (c *peerServiceClient) Fetch(ctx context.Context, req *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
-	return c.fetch.CallUnary(ctx, req)
-}
-
-// Install calls freqd.v1.PeerService.Install.
-func (c *peerServiceClient) Install(ctx context.Context, req *connect.Request[v1.InstallRequest]) (*connect.Response[v1.InstallResponse], error) {
-	return c.install.CallUnary(ctx, req)
-}
-
-// Commit calls freqd.v1.PeerService.Commit.
-func (c *peerServiceClient) Commit(ctx context.Context, req *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error) {
-	return c.commit.CallUnary(ctx, req)
-}
-
-// Append calls freqd.v1.PeerService.Append.
-func (c *peerServiceClient) Append(ctx context.Context, req *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
-	return c.append.CallUnary(ctx, req)
-}
-
-// Partitions calls freqd.v1.PeerService.Partitions.
-func (c *peerServiceClient) Partitions(ctx context.Context, req *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error) {
-	return c.partitions.CallUnary(ctx, req)
-}
-
-// PeerKeepAlive calls freqd.v1.PeerService.PeerKeepAlive.
-func (c *peerServiceClient) PeerKeepAlive(ctx context.Context, req *connect.Request[v1.PeerKeepAliveRequest]) (*connect.Response[v1.PeerKeepAliveResponse], error) {
-	return c.peerKeepAlive.CallUnary(ctx, req)
-}
-
-// PeerReleaseClient calls freqd.v1.PeerService.PeerReleaseClient.
-func (c *peerServiceClient) PeerReleaseClient(ctx context.Context, req *connect.Request[v1.PeerReleaseClientRequest]) (*connect.Response[v1.ReleaseAllResponse], error) {
-	return c.peerReleaseClient.CallUnary(ctx, req)
-}
-
-// PeerServiceHandler is an implementation of the freqd.v1.PeerService service.
-type PeerServiceHandler interface {
-	// PeerAllocate grants from the receiving node's partitions, trying
-	// partition first when it is primary there, then the others it leads.
-	PeerAllocate(context.Context, *connect.Request[v1.PeerAllocateRequest]) (*connect.Response[v1.PeerAllocateResponse], error)
-	PeerRelease(context.Context, *connect.Request[v1.PeerReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
-	PeerHolder(context.Context, *connect.Request[v1.PeerHolderRequest]) (*connect.Response[v1.HolderResponse], error)
-	// PeerNote records in a home partition that a request was placed in
-	// another partition (see docs/replication.md, request ids).
-	PeerNote(context.Context, *connect.Request[v1.PeerNoteRequest]) (*connect.Response[v1.PeerNoteResponse], error)
-	// Prepare asks a replica to promise an epoch (takeover phase 1).
-	Prepare(context.Context, *connect.Request[v1.PrepareRequest]) (*connect.Response[v1.PrepareResponse], error)
-	// Fetch returns the state of a replica that promised the epoch.
-	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
-	// Install puts a configuration's state on one of its members.
-	Install(context.Context, *connect.Request[v1.InstallRequest]) (*connect.Response[v1.InstallResponse], error)
-	// Commit tells a replica that a configuration is committed.
-	Commit(context.Context, *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error)
-	// Append ships the primary's commands to a follower.
-	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
-	// Partitions reports the receiving node's replica records, for status.
-	Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error)
-	// PeerKeepAlive renews client_id's leases in every partition the
-	// receiving node leads.
-	PeerKeepAlive(context.Context, *connect.Request[v1.PeerKeepAliveRequest]) (*connect.Response[v1.PeerKeepAliveResponse], error)
-	// PeerReleaseClient frees client_id's frequencies in the given
-	// partitions, each of which the receiving node must lead.
-	PeerReleaseClient(context.Context, *connect.Request[v1.PeerReleaseClientRequest]) (*connect.Response[v1.ReleaseAllResponse], error)
-}
-
-// NewPeerServiceHandler builds an HTTP handler from the service implementation. It returns the path
-// on which to mount the handler and the handler itself.
-//
-// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
-// and JSON codecs. They also support gzip compression.
-func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
-	peerServiceMethods := v1.File_freqd_v1_freqd_proto.Services().ByName("PeerService").Methods()
-	peerServicePeerAllocateHandler := connect.NewUnaryHandler(
-		PeerServicePeerAllocateProcedure,
-		svc.PeerAllocate,
-		connect.WithSchema(peerServiceMethods.ByName("PeerAllocate")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServicePeerReleaseHandler := connect.NewUnaryHandler(
-		PeerServicePeerReleaseProcedure,
-		svc.PeerRelease,
-		connect.WithSchema(peerServiceMethods.ByName("PeerRelease")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServicePeerHolderHandler := connect.NewUnaryHandler(
-		PeerServicePeerHolderProcedure,
-		svc.PeerHolder,
-		connect.WithSchema(peerServiceMethods.ByName("PeerHolder")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServicePeerNoteHandler := connect.NewUnaryHandler(
-		PeerServicePeerNoteProcedure,
-		svc.PeerNote,
-		connect.WithSchema(peerServiceMethods.ByName("PeerNote")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServicePrepareHandler := connect.NewUnaryHandler(
-		PeerServicePrepareProcedure,
-		svc.Prepare,
-		connect.WithSchema(peerServiceMethods.ByName("Prepare")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServiceFetchHandler := connect.NewUnaryHandler(
-		PeerServiceFetchProcedure,
-		svc.Fetch,
-		connect.WithSchema(peerServiceMethods.ByName("Fetch")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServiceInstallHandler := connect.NewUnaryHandler(
-		PeerServiceInstallProcedure,
-		svc.Install,
-		connect.WithSchema(peerServiceMethods.ByName("Install")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServiceCommitHandler := connect.NewUnaryHandler(
-		PeerServiceCommitProcedure,
-		svc.Commit,
-		connect.WithSchema(peerServiceMethods.ByName("Commit")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServiceAppendHandler := connect.NewUnaryHandler(
-		PeerServiceAppendProcedure,
-		svc.Append,
-		connect.WithSchema(peerServiceMethods.ByName("Append")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServicePartitionsHandler := connect.NewUnaryHandler(
-		PeerServicePartitionsProcedure,
-		svc.Partitions,
-		connect.WithSchema(peerServiceMethods.ByName("Partitions")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServicePeerKeepAliveHandler := connect.NewUnaryHandler(
-		PeerServicePeerKeepAliveProcedure,
-		svc.PeerKeepAlive,
-		connect.WithSchema(peerServiceMethods.ByName("PeerKeepAlive")),
-		connect.WithHandlerOptions(opts...),
-	)
-	peerServicePeerReleaseClientHandler := connect.NewUnaryHandler(
-		PeerServicePeerReleaseClientProcedure,
-		svc.PeerReleaseClient,
-		connect.WithSchema(peerServiceMethods.ByName("PeerReleaseClient")),
-		connect.WithHandlerOptions(opts...),
-	)
-	return "/freqd.v1.PeerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case PeerServicePeerAllocateProcedure:
-			peerServicePeerAllocateHandler.ServeHTTP(w, r)
-		case PeerServicePeerReleaseProcedure:
-			peerServicePeerReleaseHandler.ServeHTTP(w, r)
-		case PeerServicePeerHolderProcedure:
-			peerServicePeerHolderHandler.ServeHTTP(w, r)
-		case PeerServicePeerNoteProcedure:
-			peerServicePeerNoteHandler.ServeHTTP(w, r)
-		case PeerServicePrepareProcedure:
-			peerServicePrepareHandler.ServeHTTP(w, r)
-		case PeerServiceFetchProcedure:
-			peerServiceFetchHandler.ServeHTTP(w, r)
-		case PeerServiceInstallProcedure:
-			peerServiceInstallHandler.ServeHTTP(w, r)
-		case PeerServiceCommitProcedure:
-			peerServiceCommitHandler.ServeHTTP(w, r)
-		case PeerServiceAppendProcedure:
-			peerServiceAppendHandler.ServeHTTP(w, r)
-		case PeerServicePartitionsProcedure:
-			peerServicePartitionsHandler.ServeHTTP(w, r)
-		case PeerServicePeerKeepAliveProcedure:
-			peerServicePeerKeepAliveHandler.ServeHTTP(w, r)
-		case PeerServicePeerReleaseClientProcedure:
-			peerServicePeerReleaseClientHandler.ServeHTTP(w, r)
-		default:
-			http.NotFound(w, r)
-		}
-	})
-}
-
-// UnimplementedPeerServiceHandler returns CodeUnimplemented from all methods.
-type UnimplementedPeerServiceHandler struct{}
-
-func (UnimplementedPeerServiceHandler) PeerAllocate(context.Context, *connect.Request[v1.PeerAllocateRequest]) (*connect.Response[v1.PeerAllocateResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerAllocate is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) PeerRelease(context.Context, *connect.Request[v1.PeerReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerRelease is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) PeerHolder(context.Context, *connect.Request[v1.PeerHolderRequest]) (*connect.Response[v1.HolderResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerHolder is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) PeerNote(context.Context, *connect.Request[v1.PeerNoteRequest]) (*connect.Response[v1.PeerNoteResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerNote is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) Prepare(context.Context, *connect.Request[v1.PrepareRequest]) (*connect.Response[v1.PrepareResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Prepare is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Fetch is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) Install(context.Context, *connect.Request[v1.InstallRequest]) (*connect.Response[v1.InstallResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Install is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) Commit(context.Context, *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Commit is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Append is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.Partitions is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) PeerKeepAlive(context.Context, *connect.Request[v1.PeerKeepAliveRequest]) (*connect.Response[v1.PeerKeepAliveResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerKeepAlive is not implemented"))
-}
-
-func (UnimplementedPeerServiceHandler) PeerReleaseClient(context.Context, *connect.Request[v1.PeerReleaseClientRequest]) (*connect.Response[v1.ReleaseAllResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.PeerService.PeerReleaseClient is not implemented"))
+func (UnimplementedFreqdServiceHandler) Replicas(context.Context, *connect.Request[v1.ReplicasRequest]) (*connect.Response[v1.ReplicasResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("freqd.v1.FreqdService.Replicas is not implemented"))
 }
