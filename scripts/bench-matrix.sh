@@ -8,11 +8,12 @@
 #
 #   scripts/bench-matrix.sh                 # the full matrix
 #   FSYNCS=none CLIENTS=64 RUNS=1 scripts/bench-matrix.sh
+#   FSYNCS=none CLIENTS= scripts/bench-matrix.sh   # the idle cluster only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FSYNCS=${FSYNCS:-"none always"}
-CLIENTS=${CLIENTS:-"1 16 64"}
+CLIENTS=${CLIENTS-"1 16 64"}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 PROFILE=${PROFILE:-fast}
