@@ -59,7 +59,7 @@ func (n *Node) rebuildDirectory() {
 			continue
 		}
 		d.byID[m.Meta.Incarnation] = dirEntry{name: m.Name, peerAddr: m.Meta.PeerAddr, apiAddr: m.Meta.APIAddr}
-		if m.Health != membership.HealthDead {
+		if m.Health != membership.HealthDead && m.Health != membership.HealthLeft {
 			d.byName[m.Name] = m.Meta.Incarnation
 		}
 	}
@@ -233,8 +233,8 @@ func (n *Node) admit(remote peer.Identity) error {
 		if m.Name != remote.Name {
 			return fmt.Errorf("incarnation %016x belongs to member %s, not %s", remote.ID, m.Name, remote.Name)
 		}
-		if m.Health == membership.HealthDead {
-			return fmt.Errorf("member %s is dead or gone", m.Name)
+		if m.Health == membership.HealthDead || m.Health == membership.HealthLeft {
+			return fmt.Errorf("member %s is %s", m.Name, m.Health)
 		}
 		return nil
 	}
