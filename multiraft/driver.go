@@ -1219,19 +1219,11 @@ func (d *Driver) Checkpoint(ctx context.Context, groups []int) error {
 // the applied index, HardState and the entries after it), so that the
 // next start replays no log. Close calls it first on a clean stop.
 func (d *Driver) CheckpointAll(ctx context.Context) error {
-	if !d.started.Load() {
-		return nil
+	all := make([]int, len(d.groups))
+	for g := range all {
+		all[g] = g
 	}
-	return d.do(ctx, func() {
-		if d.failed != nil {
-			return
-		}
-		for _, r := range d.groups {
-			if r != nil {
-				d.snapshot(r)
-			}
-		}
-	})
+	return d.Checkpoint(ctx, all)
 }
 
 // publish stores r's GroupInfo for other goroutines and tells OnChange

@@ -256,8 +256,8 @@ func (n *Node) allocateHome(ctx context.Context, client, request string, ttl tim
 	case g != nil:
 		return g, nil
 	case b != nil:
-		if b.part < 0 || b.part >= n.layout.Partitions() || b.gen == 0 {
-			return nil, fmt.Errorf("request %q of %q: home partition %d holds a corrupt binding (partition %d, generation %d): %w", request, client, h, b.part, b.gen, freqd.ErrUnavailable)
+		if err := n.checkBinding(b, client, request, h); err != nil {
+			return nil, err
 		}
 		g, _, err := n.allocateIn(ctx, b.part, client, nil, request, ttl, false, b.gen)
 		if err != nil || g != nil {
@@ -268,6 +268,15 @@ func (n *Node) allocateHome(ctx context.Context, client, request string, ttl tim
 		b = &binding{part: h}
 	}
 	return n.allocateAny(ctx, client, request, ttl, h, b)
+}
+
+// checkBinding refuses a binding, read from home partition h, that names
+// no partition of the pool or generation 0.
+func (n *Node) checkBinding(b *binding, client, request string, h int) error {
+	if b.part < 0 || b.part >= n.layout.Partitions() || b.gen == 0 {
+		return fmt.Errorf("request %q of %q: home partition %d holds a corrupt binding (partition %d, generation %d): %w", request, client, h, b.part, b.gen, freqd.ErrUnavailable)
+	}
+	return nil
 }
 
 // note binds request to partition q at generation gen in home partition
@@ -462,8 +471,8 @@ func (n *Node) grantProbed(ctx context.Context, order []int, free map[uint32]uin
 			}
 			*b = *nb
 		}
-		if b.part < 0 || b.part >= n.layout.Partitions() || b.gen == 0 {
-			return nil, true, fmt.Errorf("request %q of %q: home partition %d holds a corrupt binding (partition %d, generation %d): %w", request, client, home, b.part, b.gen, freqd.ErrUnavailable)
+		if err := n.checkBinding(b, client, request, home); err != nil {
+			return nil, true, err
 		}
 		g, _, err := n.allocateIn(ctx, b.part, client, nil, request, ttl, false, b.gen)
 		if err != nil || g != nil {

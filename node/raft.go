@@ -354,8 +354,8 @@ func (n *Node) waitLeader(ctx context.Context, id int) bool {
 		if info := n.drv.Info(id); info.Leader != 0 {
 			return true
 		}
-		// A node without a replica learns of leaders from gossip.
-		n.view.Store(nil)
+		// A node without a replica learns of leaders from gossip (the
+		// view is at most viewTTL old).
 		if h := n.currentView().holder[id]; h != "" && h != n.opts.Name {
 			return true
 		}
